@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test bench clean
+
+# Re-install whenever the package metadata changes; the stamp makes repeat runs instant.
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[synth,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m infer.demo
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) bench/bench_index.py
+	$(PY) bench/bench_synth.py
+	$(PY) bench/bench_transform.py
+	$(PY) bench/bench_preprocess.py
+	$(PY) bench/bench_loader.py
+	$(PY) bench/bench_train.py
+	$(PY) bench/bench_infer.py
+
+clean:
+	rm -rf runs/demo demo-data
