@@ -6,6 +6,7 @@ Arrays (N samples, chunked along N only, ``chunk_size`` samples per chunk)::
     ids      (N,) uint64                         the hex id as an integer (layout.id_to_int)
     targets  (N,) int8                           0/1 for train, -1 for test
     valid    (N,) bool                           False for a sample skipped as bad input
+    bad_reason (N,) string                       why a sample is invalid, "" when valid
     done     (n_chunks,) bool, one Zarr chunk each   written *after* the chunk's data
     stats    (n_chunks, 3, 3) float64 [count, sum, sum of squares] per channel and chunk
     psd      (3, n_freq) float64 (train only)   average noise PSD, 1/Hz, at ``psd_df`` Hz spacing
@@ -20,11 +21,14 @@ chunk means nothing).
 
 Group attributes: ``schema_version``, ``split``, ``n``, ``chunk_size``, ``config`` (the full
 resolved preprocessing config), ``transform`` (the part that fixes the images), ``source``,
-``versions``, and, once every chunk is done, ``complete`` and ``channel_stats``.
+``versions``, ``device_type`` (cpu or cuda: they round differently), ``psd_df`` (train only),
+and, once every chunk is done, ``complete``, ``channel_stats``, ``n_invalid`` and ``bad`` (a
+list of ``{id, reason}``, one per invalid sample).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,8 @@ from typing import Any
 import numpy as np
 import zarr
 import zarr.codecs
+
+from data.layout import int_to_id
 
 SCHEMA_VERSION = 1
 
@@ -90,6 +96,7 @@ def create(
     g.create_array("ids", shape=(n,), chunks=(chunk_size,), dtype="uint64", fill_value=0)
     g.create_array("targets", shape=(n,), chunks=(chunk_size,), dtype="int8", fill_value=-1)
     g.create_array("valid", shape=(n,), chunks=(chunk_size,), dtype="bool", fill_value=True)
+    g.create_array("bad_reason", shape=(n,), chunks=(chunk_size,), dtype=str, fill_value="")
     g.create_array("done", shape=(nc,), chunks=(1,), dtype="bool", fill_value=False)
     g.create_array("stats", shape=(nc, image_shape[0], 3), chunks=(1, image_shape[0], 3),
                    dtype="float64", fill_value=0)
@@ -128,17 +135,21 @@ def write_chunk(
     images: np.ndarray,
     valid: np.ndarray,
     waves: np.ndarray | None = None,
+    bad_reason: list[str] | None = None,
 ) -> None:
     """Write one chunk's data and statistics, then its done flag (in that order).
 
     ``images`` (n, 3, H, W) float16, ``valid`` (n,) bool; invalid samples are stored as
-    zeros and left out of the statistics.
+    zeros and left out of the statistics. ``bad_reason`` (n strings, "" for valid samples)
+    says why each invalid sample was skipped; ``finalize`` collects them into ``attrs["bad"]``.
     """
     sl = chunk_slice(chunk, g.attrs["n"], g.attrs["chunk_size"])
     if images.shape[0] != sl.stop - sl.start:
         raise ValueError(f"chunk {chunk}: {images.shape[0]} images for {sl.stop - sl.start} slots")
     g["images"][sl] = images
     g["valid"][sl] = valid
+    if bad_reason is not None:
+        g["bad_reason"][sl] = np.asarray(bad_reason, dtype=str)
     if waves is not None:
         g["waves"][sl] = waves
     x = images[valid].astype(np.float64)
@@ -164,8 +175,50 @@ def finalize(g: zarr.Group) -> dict:
     std = np.sqrt(np.maximum(sq / np.maximum(count, 1) - mean**2, 0))
     stats = {"mean": mean.tolist(), "std": std.tolist()}
     valid = np.asarray(g["valid"][:])
-    g.attrs.update({"channel_stats": stats, "complete": True, "n_invalid": int((~valid).sum())})
+    invalid = np.flatnonzero(~valid)
+    ids = int_to_id(np.asarray(g["ids"][:])[invalid])
+    reasons = np.asarray(g["bad_reason"][:])[invalid]
+    bad = [{"id": i, "reason": str(r)} for i, r in zip(ids, reasons)]
+    g.attrs.update({"channel_stats": stats, "complete": True, "n_invalid": int(invalid.size),
+                    "bad": bad})
     return stats
+
+
+def psd_sha256(psd: np.ndarray) -> str:
+    """SHA-256 of a PSD as C-ordered little-endian float64 bytes (``transform.psd_sha256``)."""
+    return hashlib.sha256(np.ascontiguousarray(psd, dtype="<f8").tobytes()).hexdigest()
+
+
+def write_psd(g: zarr.Group, psd: np.ndarray, df: float) -> None:
+    """Store the (3, n_freq) float64 noise PSD (1/Hz, ``df`` Hz spacing from 0 Hz)."""
+    g.create_array("psd", data=np.ascontiguousarray(psd, dtype=np.float64))
+    g.attrs["psd_df"] = float(df)
+
+
+def read_psd(g: zarr.Group) -> np.ndarray:
+    """The store's noise PSD, float64 (3, n_freq), checked against ``transform.psd_sha256``."""
+    if "psd" not in g:
+        raise StoreError(f"{g.store_path}: has no 'psd' array (only a train store has one)")
+    psd = np.asarray(g["psd"][:], dtype=np.float64)
+    recorded = g.attrs.get("transform", {}).get("psd_sha256")
+    if recorded != psd_sha256(psd):
+        raise StoreError(
+            f"{g.store_path}: the psd array does not match its recorded psd_sha256; "
+            "the store is damaged, re-run preprocessing with --overwrite"
+        )
+    return psd
+
+
+def remove_partials(path: str | Path) -> list[Path]:
+    """Delete the ``*.partial`` files a killed writer left inside the store at ``path``.
+
+    Zarr writes each chunk to ``<key>.<uuid>.partial`` and renames it into place, so such a
+    file is never a chunk anyone reads; only call this while no writer is running.
+    """
+    removed = sorted(p for p in Path(path).rglob("*.partial") if p.is_file())
+    for p in removed:
+        p.unlink()
+    return removed
 
 
 def require_complete(path: str | Path) -> zarr.Group:

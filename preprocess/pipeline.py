@@ -1,0 +1,638 @@
+"""Stage one's job: the Kaggle ``.npy`` files -> whitened |CQT| images in the Zarr cache.
+
+    run(data, out, cfg) writes  out/train.zarr   images, ids, targets, valid, ..., psd
+                                out/test.zarr    the same, whitened with the *train* PSD
+                                out/preprocess.yaml   the resolved config
+
+The unit of work is one store chunk (``store.chunk_size`` samples). Per process::
+
+    reader threads  -(bounded)->  main thread: transform on the device  -(bounded)->  writers
+    load_sample x chunk           batches of <= batch_size, float16 on device        write_chunk
+
+so reading, computing and compressing overlap while at most a few chunks are in memory.
+Under ``accelerate launch`` / ``torchrun`` every process takes chunks ``rank, rank + world,
+...``; the main process creates (or checks) the store first and finalizes it last. A device
+batch never spans two chunks (``batch_size`` above ``chunk_size`` acts as ``chunk_size``), so
+every chunk goes through the same computations whatever the number of processes or restarts:
+the arrays are byte-identical to a single uninterrupted run.
+
+Crash safety rests on the store format (data/store.py): a chunk counts only once its ``done``
+flag is written, after its data. A rerun deletes the ``*.partial`` files a killed writer left,
+skips done chunks and computes the rest; it refuses a store made with another config or from
+other samples (``StoreError`` naming the difference) unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+from data import layout
+from data import store as zstore
+from data.config import ConfigError, save_config, to_dict
+from data.layout import BadSample, DataError
+from data.store import StoreError
+from preprocess.config import PreprocessConfig, transform_dict
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONFIG_FILE = "preprocess.yaml"
+# Keys that change how the job runs but not a byte of what it writes: a store may be resumed
+# with other values (e.g. on_bad=skip after an on_bad=error run stopped at a bad file).
+# batch_size and device are not among them: cqt.impl=fft batches rows through one matmul, and
+# its float32 results (so, now and then, a float16 rounding) depend on the batch's size;
+# a GPU rounds differently from a CPU.
+RUNTIME_KEYS = ("read_threads", "write_threads", "on_bad")
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
+
+
+class RankError(RuntimeError):
+    """Raised on the other processes when the main process failed; it reports the error."""
+
+
+@dataclass
+class _Chunk:
+    """One chunk's raw strain as read: ``x`` (n, 3, 4096) float64, zeros where a file was bad."""
+
+    index: int
+    x: np.ndarray
+    bad: list[BadSample]
+    bad_rows: list[int]
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def run(
+    data: str | Path,
+    out: str | Path,
+    cfg: PreprocessConfig,
+    splits: Iterable[str] = ("train", "test"),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Preprocess ``splits`` of the Kaggle-layout data set at ``data`` into the cache ``out``.
+
+    Train is always done before test; test alone needs ``out/train.zarr`` (its PSD) made with
+    the same config. Returns a summary: device, world size, image shape and per split ``n``,
+    ``n_chunks``, ``chunks_done_before``, ``chunks_computed`` (by this process), ``n_invalid``,
+    ``skipped`` (the store was already complete), ``seconds`` and ``samples_per_s``.
+
+    Raises DataError / BadSample (the input), StoreError (an existing store that cannot be
+    resumed), ConfigError (a bad setting); on other processes than the main one, a failure of
+    the main process's part surfaces as RankError.
+    """
+    data, out = Path(data), Path(out)
+    splits = _check_splits(splits)
+    _check_config(cfg)
+    state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
+    device = resolve_device(cfg.device, state)
+    out.mkdir(parents=True, exist_ok=True)
+    log.info("preprocess %s -> %s: splits %s, device %s, %d process(es)", data, out,
+             ",".join(splits), device, state.num_processes)
+    if cfg.batch_size > cfg.store.chunk_size:
+        log.info("batch_size %d > store.chunk_size %d: a device batch is one chunk",
+                 cfg.batch_size, cfg.store.chunk_size)
+    summary: dict[str, Any] = {"out": str(out), "device": str(device),
+                               "world_size": state.num_processes, "splits": {}}
+    with _device_settings(device, state):
+        for split in splits:
+            summary["splits"][split] = _run_split(state, device, split, data, out, cfg,
+                                                  overwrite, progress)
+    summary["image_shape"] = list(zstore.open_store(out / f"{splits[-1]}.zarr")["images"].shape[1:])
+    return summary
+
+
+def resolve_device(name: str, state: PartialState) -> torch.device:
+    """``auto`` -> this process's CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device: cuda requested but CUDA is not available")
+        # Under a multi-GPU launch PartialState has picked this process's GPU (cuda:LOCAL_RANK).
+        return state.device if state.device.type == "cuda" else torch.device("cuda")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a torch device (auto, cpu, cuda, cuda:1 ...)")
+
+
+# ---------------------------------------------------------------------------------------------
+# One split
+
+
+def _run_split(
+    state: PartialState,
+    device: torch.device,
+    split: str,
+    data: Path,
+    out: Path,
+    cfg: PreprocessConfig,
+    overwrite: bool,
+    progress: bool,
+) -> dict:
+    start = time.perf_counter()
+    index = layout.build_index(data, split)
+    path = out / f"{split}.zarr"
+    ids = layout.id_to_int(index.ids)
+    targets = index.targets if split == "train" else np.full(len(index), -1, dtype=np.int8)
+
+    # Test images are whitened with the train PSD, never their own.
+    train_psd = None if split == "train" else _train_psd(out / "train.zarr", cfg)
+
+    def prepare() -> np.ndarray:
+        """Create the store, or check it can be resumed; returns the ``done`` flags."""
+        if path.exists() and not overwrite:
+            g = zstore.open_store(path, mode="r+")
+            expected = None if split == "train" else _transform_attr(cfg, train_psd)
+            _check_resumable(g, path, cfg, ids, targets, expected, data, split, device)
+            removed = zstore.remove_partials(path)
+            if removed:
+                log.info("%s: removed %d leftover .partial file(s) of a killed run",
+                         path.name, len(removed))
+        else:
+            psd = _estimate_psd(index, cfg) if split == "train" else train_psd
+            _create_store(path, split, cfg, ids, targets, psd, data, device, replace=overwrite)
+        # Only now: a refused run must not leave a config that describes no store.
+        save_config(cfg, out / CONFIG_FILE)
+        return zstore.done_chunks(zstore.open_store(path))
+
+    done = _on_main(state, prepare)
+    g = zstore.open_store(path, mode="r+")
+    nc = done.size
+    base = {"n": len(index), "n_chunks": nc, "chunks_done_before": int(done.sum()),
+            "chunks_computed": 0}
+    if g.attrs.get("complete"):
+        log.info("%s: complete (%d samples, %d chunks): nothing to do", path, len(index), nc)
+        if g.attrs["n_invalid"]:
+            log.warning("%s: holds %d bad sample(s) skipped when it was made, listed in %s",
+                        path.name, g.attrs["n_invalid"], out / f"{split}_bad.csv")
+        return {**base, "n_invalid": int(g.attrs["n_invalid"]), "skipped": True, "seconds": 0.0,
+                "samples_per_s": 0.0}
+    if done.any():
+        log.info("%s: resuming, %d of %d chunks already done", path.name, int(done.sum()), nc)
+
+    psd = zstore.read_psd(g) if split == "train" else train_psd
+    from preprocess.transforms import Transform
+
+    transform = Transform.from_config(cfg.whiten, cfg.cqt, psd).to(device).eval()
+    if tuple(g["images"].shape[1:]) != tuple(transform.image_shape):
+        raise StoreError(f"{path}: images of shape {g['images'].shape[1:]}, the transform makes "
+                         f"{transform.image_shape}; re-run with --overwrite")
+    mine = [c for c in range(nc) if c % state.num_processes == state.process_index and not done[c]]
+    n_mine = sum(_chunk_len(c, len(index), cfg) for c in mine)
+    compute_start = time.perf_counter()
+    with tqdm(total=n_mine, desc=split, unit="sample", dynamic_ncols=True,
+              disable=not (progress and state.is_main_process)) as bar:
+        waits = _process_chunks(g, index, mine, transform, device, cfg, bar)
+    compute_seconds = time.perf_counter() - compute_start
+    state.wait_for_everyone()
+    n_invalid = _on_main(state, lambda: _finalize(g, path, split, out))
+    state.wait_for_everyone()
+    seconds = time.perf_counter() - start
+    log.info("%s: %d samples in %.1f s (this process: %d chunks, %.0f samples/s; waited "
+             "%.1f s for reads, %.1f s transforming, waited %.1f s for writes)", path.name,
+             len(index), seconds, len(mine), n_mine / max(compute_seconds, 1e-9),
+             waits["read_wait"], waits["transform"], waits["write_wait"])
+    return {**base, "chunks_computed": len(mine), "n_invalid": n_invalid, "skipped": False,
+            "seconds": round(seconds, 3),
+            "samples_per_s": round(n_mine / max(compute_seconds, 1e-9), 1),
+            "main_thread_seconds": {k: round(v, 3) for k, v in waits.items()}}
+
+
+def _chunk_len(chunk: int, n: int, cfg: PreprocessConfig) -> int:
+    sl = zstore.chunk_slice(chunk, n, cfg.store.chunk_size)
+    return sl.stop - sl.start
+
+
+def _finalize(g, path: Path, split: str, out: Path) -> int:
+    """Channel statistics, ``complete``, the bad list and its CSV; returns the invalid count."""
+    zstore.finalize(g)
+    bad = g.attrs["bad"]
+    csv_path = out / f"{split}_bad.csv"
+    if bad:
+        with csv_path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "reason"])
+            w.writerows([b["id"], b["reason"]] for b in bad)
+        shown = ", ".join(f"{b['id']} ({b['reason']})" for b in bad[:5])
+        log.warning("%s: %d bad sample(s) skipped (valid=False, zero image), listed in %s: %s%s",
+                    path.name, len(bad), csv_path, shown, " ..." if len(bad) > 5 else "")
+    elif csv_path.exists():
+        csv_path.unlink()  # from an earlier run of this cache with other data
+    log.info("%s: complete; channel mean %s, std %s", path.name,
+             _fmt(g.attrs["channel_stats"]["mean"]), _fmt(g.attrs["channel_stats"]["std"]))
+    return len(bad)
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
+
+
+# ---------------------------------------------------------------------------------------------
+# The overlapped loop: readers -> transform -> writers
+
+
+def _process_chunks(g, index: layout.Index, chunks: list[int], transform, device: torch.device,
+                    cfg: PreprocessConfig, bar) -> dict[str, float]:
+    """Read, transform and write ``chunks`` (in order); at most ~2 x threads chunks in flight.
+
+    Returns the main thread's seconds waiting for reads, transforming and waiting for writes:
+    whichever of ``read_wait`` / ``write_wait`` is large names the bottleneck.
+
+    on_bad=error: the first bad sample raises BadSample once the chunks before it are written,
+    so a rerun resumes after them.
+    """
+    n, cs = len(index), cfg.store.chunk_size
+
+    def read(chunk: int) -> _Chunk:
+        sl = zstore.chunk_slice(chunk, n, cs)
+        x = np.zeros((sl.stop - sl.start, len(layout.DETECTORS), layout.N_TIME))
+        bad, rows = [], []
+        for row, i in enumerate(range(sl.start, sl.stop)):
+            try:
+                x[row] = layout.load_sample(index.path(i))
+            except BadSample as e:
+                bad.append(e)
+                rows.append(row)
+        return _Chunk(chunk, x, bad, rows)
+
+    readers = ThreadPoolExecutor(cfg.read_threads, thread_name_prefix="read")
+    writers = ThreadPoolExecutor(cfg.write_threads, thread_name_prefix="write")
+    writes: deque[Future] = deque()
+    seconds = {"read_wait": 0.0, "transform": 0.0, "write_wait": 0.0}
+    clock = time.perf_counter()
+
+    def lap(key: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[key] += now - clock
+        clock = now
+
+    try:
+        for item in _prefetch(readers, read, chunks, depth=2 * cfg.read_threads):
+            lap("read_wait")
+            sl = zstore.chunk_slice(item.index, n, cs)
+            if item.bad and cfg.on_bad == "error":
+                raise item.bad[0]
+            images, waves, overflow = _transform(transform, item.x, cfg.batch_size, device,
+                                                 cfg.save_waves)
+            reasons = [""] * len(item.x)
+            for row, e in zip(item.bad_rows, item.bad):
+                reasons[row] = e.reason
+            for row, reason in overflow.items():
+                if reasons[row]:
+                    continue  # a bad file's zeros: already recorded
+                if cfg.on_bad == "error":
+                    raise BadSample(index.path(sl.start + row), reason)
+                reasons[row] = reason
+            valid = np.array([not r for r in reasons])
+            images[~valid] = 0
+            if waves is not None:
+                waves[~valid] = 0
+            lap("transform")
+            while len(writes) > cfg.write_threads:
+                writes.popleft().result()
+            writes.append(writers.submit(zstore.write_chunk, g, item.index, images, valid,
+                                         waves, reasons if not valid.all() else None))
+            bar.update(len(item.x))
+            lap("write_wait")
+        while writes:
+            writes.popleft().result()
+        lap("write_wait")
+        return seconds
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        # Chunks already computed still reach the disk (and count as done) when we stop early.
+        writers.shutdown(wait=True)
+
+
+def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[Any], T], items: Iterable,
+              depth: int) -> Iterator[T]:
+    """``fn(item)`` for each item, computed on ``pool`` with ``depth`` in flight, in order."""
+    items = iter(items)
+    pending: deque[Future] = deque(pool.submit(fn, i) for i in itertools.islice(items, depth))
+    try:
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(fn, i) for i in itertools.islice(items, 1))
+            yield result
+    finally:
+        for f in pending:
+            f.cancel()
+
+
+def _transform(transform, x: np.ndarray, batch_size: int, device: torch.device,
+               save_waves: bool) -> tuple[np.ndarray, np.ndarray | None, dict[int, str]]:
+    """(n, 3, 4096) float64 strain -> float16 images (n, 3, n_bins, n_frames), waves or None,
+    and {row: reason} for samples with a non-finite float16 value (NaN, or |x| > 65504)."""
+    n = len(x)
+    images = np.empty((n, *transform.image_shape), dtype=np.float16)
+    waves = np.empty(x.shape, dtype=np.float16) if save_waves else None
+    bad: dict[int, str] = {}
+    with torch.inference_mode():
+        for s in range(0, n, batch_size):
+            e = min(s + batch_size, n)
+            img32, wav32 = transform(torch.from_numpy(x[s:e]).to(device))
+            # The cast happens on the device so only half the bytes cross back to the host.
+            outputs = [("image", img32, img32.to(torch.float16))]
+            if save_waves:
+                outputs.append(("whitened strain", wav32, wav32.to(torch.float16)))
+            for name, full, half in outputs:
+                ok = torch.isfinite(half).flatten(1).all(dim=1)
+                if not bool(ok.all()):
+                    for row in torch.nonzero(~ok).flatten().tolist():
+                        peak = float(full[row].abs().max())
+                        bad.setdefault(s + row, (
+                            f"non-finite {name} after the transform (max |value| {peak:.3g} "
+                            f"exceeds float16's {FLOAT16_MAX:.0f})" if np.isfinite(peak)
+                            else f"NaN or Inf in the {name} after the transform"))
+            images[s:e] = outputs[0][2].cpu().numpy()
+            if save_waves:
+                waves[s:e] = outputs[1][2].cpu().numpy()
+    return images, waves, bad
+
+
+def cpu_threads(local_world_size: int = 1) -> int:
+    """Torch threads for the transform on the CPU: this process's share of the cores, less one
+    left to the reader and writer threads (file reads, Blosc, Zarr's event loop).
+
+    Torch's OpenMP workers spin at their barriers; when they share cores with busy threads
+    the transform collapses. On 2 cores (default preset, one process) 2 torch threads made
+    230-400 samples/s in the pipeline against 960-1,500 with 1. Many CPU cores: more
+    processes (``accelerate launch``) scale better than more threads (NOTES.md).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    return max(1, cores // max(local_world_size, 1) - 1)
+
+
+@contextlib.contextmanager
+def _device_settings(device: torch.device, state: PartialState):
+    """Torch threads on the CPU, full-precision fp32 on CUDA; restored on exit."""
+    threads = torch.get_num_threads()
+    conv = torch.backends.cudnn.conv.fp32_precision
+    matmul = torch.backends.cuda.matmul.fp32_precision
+    try:
+        if device.type == "cpu":
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+            torch.set_num_threads(cpu_threads(local))
+        # cuDNN convolutions default to TF32 on Ampere and later: a 10-bit mantissa, coarser
+        # than the float16 we store. IEEE fp32 keeps GPU images equal to CPU ones.
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.conv.fp32_precision = conv
+        torch.backends.cuda.matmul.fp32_precision = matmul
+
+
+# ---------------------------------------------------------------------------------------------
+# The PSD
+
+
+def _estimate_psd(index: layout.Index, cfg: PreprocessConfig) -> np.ndarray:
+    """Average PSD (3, 2049) float64, 1/Hz, of the first ``whiten.n_psd`` target-0 samples
+    in label order (a fixed set, so a re-made store gets the same PSD)."""
+    from preprocess.transforms import PSDAccumulator
+
+    rows = np.flatnonzero(index.targets == 0)[: cfg.whiten.n_psd]
+    if rows.size == 0:
+        raise DataError(f"{index.root / layout.LABEL_FILES['train']}: no target-0 samples "
+                        "to estimate the noise PSD from")
+
+    def read(i: int) -> np.ndarray | BadSample:
+        try:
+            return layout.load_sample(index.path(i))
+        except BadSample as e:
+            return e
+
+    acc = PSDAccumulator(cfg.whiten.alpha, layout.SAMPLE_RATE)
+    skipped = []
+    block: list[np.ndarray] = []
+    with ThreadPoolExecutor(cfg.read_threads, thread_name_prefix="psd") as pool:
+        for x in _prefetch(pool, read, rows.tolist(), depth=4 * cfg.read_threads):
+            if isinstance(x, BadSample):
+                if cfg.on_bad == "error":
+                    raise x
+                skipped.append(x)
+                continue
+            block.append(x)
+            if len(block) == 64:
+                acc.update(np.stack(block))
+                block = []
+    if block:
+        acc.update(np.stack(block))
+    if acc.count == 0:
+        raise DataError(f"{index.root}: none of the {rows.size} target-0 samples for the PSD "
+                        f"could be read (first: {skipped[0]})")
+    if skipped:
+        log.warning("PSD: left out %d bad sample(s), e.g. %s", len(skipped), skipped[0])
+    log.info("PSD: averaged over %d target-0 training samples", acc.count)
+    return acc.psd()
+
+
+def _train_psd(path: Path, cfg: PreprocessConfig) -> np.ndarray:
+    """The PSD of the train store at ``path``, which must be made with this config."""
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"{path}: no train store; the test split is whitened with the train "
+                         "PSD, so preprocess train first (--splits train)")
+    g = zstore.open_store(path)
+    diff = _diff(_identity(g.attrs.get("config", {})), _identity(to_dict(cfg)))
+    if diff:
+        raise StoreError(f"{path} was made with another config ({_format(diff)}); the test "
+                         "split needs the train PSD of this config: re-run --splits train")
+    return zstore.read_psd(g)
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating and checking a store
+
+
+def _transform_attr(cfg: PreprocessConfig, psd: np.ndarray) -> dict:
+    """The store's ``transform``: what fixes the images. Equal for a cache's train and test."""
+    return {**transform_dict(cfg), "psd_sha256": zstore.psd_sha256(psd),
+            "sample_rate": layout.SAMPLE_RATE}
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in ("torch", "nnAudio", "zarr", "numpy", "g2net-spectrogram"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:  # run from a checkout that was never pip-installed
+            out[name] = None
+    return out
+
+
+def _create_store(path: Path, split: str, cfg: PreprocessConfig, ids: np.ndarray,
+                  targets: np.ndarray, psd: np.ndarray, data: Path, device: torch.device,
+                  replace: bool) -> None:
+    """Build the empty store under a temporary name and rename it into place, so that a store
+    at ``path`` always has its attributes and (train) PSD, even after a kill."""
+    from preprocess.transforms import Transform
+
+    if path.exists():
+        if not replace:
+            raise StoreError(f"{path} exists; use --overwrite to replace it")
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path} exists and is not a Zarr store; refusing to delete it")
+    image_shape = Transform.from_config(cfg.whiten, cfg.cqt, psd).image_shape
+    attrs = {"config": to_dict(cfg), "transform": _transform_attr(cfg, psd),
+             "source": str(data.resolve()), "versions": _versions(),
+             "device_type": device.type}
+    tmp = path.with_name(f".{path.name}.creating")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    g = zstore.create(tmp, split=split, ids=ids, targets=targets, image_shape=image_shape,
+                      chunk_size=cfg.store.chunk_size, codec=cfg.store.codec,
+                      clevel=cfg.store.clevel, save_waves=cfg.save_waves, attrs=attrs)
+    if split == "train":
+        zstore.write_psd(g, psd, df=layout.SAMPLE_RATE / layout.N_TIME)
+    if path.exists():
+        log.info("%s: --overwrite: replacing the existing store", path)
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    log.info("%s: created, %d samples in %d chunks of %d, images %s float16, codec %s",
+             path.name, len(ids), zstore.n_chunks(len(ids), cfg.store.chunk_size),
+             cfg.store.chunk_size, tuple(image_shape), cfg.store.codec)
+
+
+def _identity(config: dict) -> dict:
+    """A config dict without RUNTIME_KEYS: what must match for a store to be resumed."""
+    return {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
+
+
+def _check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targets: np.ndarray,
+                     transform: dict | None, data: Path, split: str, device: torch.device) -> None:
+    """StoreError unless the store at ``path`` was made by this config from these samples.
+
+    ``transform``: the expected ``transform`` attribute (test: includes the train PSD's hash);
+    None for train, whose PSD is its own and is checked against its hash instead.
+    """
+    stored = g.attrs.asdict()
+    if stored.get("split") != split:
+        raise StoreError(f"{path}: holds split {stored.get('split')!r}, not {split!r}")
+    diff = _diff(_identity(stored.get("config", {})), _identity(to_dict(cfg)))
+    if transform is not None:
+        diff += _diff(stored.get("transform", {}), transform, "transform.")
+    # "device: auto" may resolve differently on another machine; CPU and GPU round differently.
+    diff += _diff({"device_type": stored.get("device_type")}, {"device_type": device.type})
+    if diff:
+        raise StoreError(f"{path} was made with another config: {_format(diff)}; "
+                         "use --overwrite to replace it, or another --out")
+    old_ids, old_targets = np.asarray(g["ids"][:]), np.asarray(g["targets"][:])
+    if not np.array_equal(old_ids, ids) or not np.array_equal(old_targets, targets):
+        label_file = data / layout.LABEL_FILES[split]
+        detail = (f"{old_ids.size} stored vs {ids.size} listed" if old_ids.size != ids.size
+                  else _first_difference(old_ids, ids, old_targets, targets))
+        raise StoreError(f"{path} holds other samples than {label_file} ({detail}; made from "
+                         f"{stored.get('source')}); use --overwrite to replace it")
+    if split == "train":
+        zstore.read_psd(g)  # the PSD must still match its hash
+    if stored.get("source") != str(data.resolve()):
+        log.info("%s: made from %s, resuming from %s (same ids and targets)", path.name,
+                 stored.get("source"), data.resolve())
+    run_diff = _diff({k: stored.get("config", {}).get(k) for k in RUNTIME_KEYS},
+                     {k: getattr(cfg, k) for k in RUNTIME_KEYS})
+    if run_diff:
+        log.info("%s: resuming with other run settings: %s", path.name, _format(run_diff))
+
+
+def _first_difference(a_ids, b_ids, a_targets, b_targets) -> str:
+    i = int(np.flatnonzero((a_ids != b_ids) | (a_targets != b_targets))[0])
+    (a,), (b,) = layout.int_to_id(a_ids[i : i + 1]), layout.int_to_id(b_ids[i : i + 1])
+    return (f"row {i}: stored id {a} target {a_targets[i]}, listed id {b} target {b_targets[i]}")
+
+
+_MISSING = "<missing>"
+
+
+def _diff(stored: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Dotted keys where two nested dicts differ: [(key, stored value, current value)]."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        out = []
+        for k in sorted(set(stored) | set(now), key=str):
+            out += _diff(stored.get(k, _MISSING), now.get(k, _MISSING), f"{prefix}{k}.")
+        return out
+    if isinstance(stored, (list, tuple)) and isinstance(now, (list, tuple)):
+        stored, now = list(stored), list(now)
+    return [] if stored == now else [(prefix.rstrip("."), stored, now)]
+
+
+def _format(diff: list[tuple[str, Any, Any]]) -> str:
+    def show(v: Any) -> str:
+        return v[:12] + "..." if isinstance(v, str) and len(v) == 64 else str(v)  # hashes
+
+    return "; ".join(f"{k}: store {show(a)}, now {show(b)}" for k, a, b in diff)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def _on_main(state: PartialState, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on the main process only; every process returns its result (or fails).
+
+    A collective: all processes must call it. The others wait for the main one, so nothing
+    reads a store while it is being created.
+    """
+    result, error = None, None
+    if state.is_main_process:
+        try:
+            result = fn()
+        except Exception as e:  # re-raised below, after the others have heard of it
+            error = e
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [result, None if error is None else f"{type(error).__name__}: {error}"]
+        broadcast_object_list(box, from_process=0)
+        result, message = box
+        if message is not None and not state.is_main_process:
+            raise RankError(f"the main process failed: {message}")
+    if error is not None:
+        raise error
+    return result
+
+
+def _check_splits(splits: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(splits, str):
+        splits = [s.strip() for s in splits.split(",") if s.strip()]
+    splits = list(splits)
+    unknown = [s for s in splits if s not in layout.SPLITS]
+    if unknown or not splits:
+        raise ConfigError(f"splits: {unknown or splits!r}; expected some of {layout.SPLITS}")
+    return tuple(s for s in layout.SPLITS if s in splits)  # train first: test needs its PSD
+
+
+def _check_config(cfg: PreprocessConfig) -> None:
+    for key, value in (("batch_size", cfg.batch_size), ("read_threads", cfg.read_threads),
+                       ("write_threads", cfg.write_threads),
+                       ("store.chunk_size", cfg.store.chunk_size),
+                       ("whiten.n_psd", cfg.whiten.n_psd)):
+        if value < 1:
+            raise ConfigError(f"{key}: must be at least 1, got {value}")
