@@ -1,0 +1,204 @@
+"""The whole system on a small synthetic data set, in a few minutes on a CPU.
+
+    python -m infer.demo [--out runs/demo] [--work demo-data] [--n-train 3000] [--n-test 1000]
+                         [--epochs 6] [--snr uniform:2,16] [--seed 0] [--jobs 2] [train overrides]
+
+1. ``data.synth.generate``: ``--n-train`` + ``--n-test`` samples in the Kaggle layout under
+   ``WORK/data`` (with ``truth.csv``: every label, SNR and the matched-filter oracle).
+2. ``preprocess.pipeline.run``: whiten + CQT into ``WORK/cache/{train,test}.zarr``.
+3. ``python -m train`` (a subprocess: inference never imports training) with the tiny config
+   (``configs/train/tiny.yaml``) on fold 0 for ``--epochs`` epochs, into ``OUT/train/fold0``.
+4. ``infer.cli.run``: predict the test store, score against ``truth.csv``.
+
+Everything it shows lands in ``OUT``: ``report.json`` (AUCs, sizes, each stage's wall time),
+``submission.csv``, ``metrics.json``, ``cqt.png`` (the loudest test signal, its merger time
+dashed), ``curves.png``, ``roc.png`` and ``auc_vs_snr.png``. Re-running replaces the previous
+demo's data, cache and run.
+
+The default SNR distribution, uniform on [2, 16], is easier than G2Net's (``data.synth``'s
+default uniform:1,11): the tiny model (timm ``test_efficientnet``, 0.1 M parameters) trained
+for 6 epochs on 3,000 samples reaches a test AUC of about 0.86 against the oracle's 0.95, and
+the AUC-per-SNR curve shows where it stands, from the nearly undetectable (SNR < 4) to the
+obvious (SNR > 10). About 2 minutes on an idle 2-core CPU, 6 under heavy load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TRAIN_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / "tiny.yaml"
+
+
+def _stage(name: str, seconds: dict):
+    """Context manager timing one stage into ``seconds[name]``."""
+
+    class Timer:
+        def __enter__(self):
+            log.info("demo: %s ...", name)
+            self.start = time.perf_counter()
+
+        def __exit__(self, *exc):
+            seconds[name] = round(time.perf_counter() - self.start, 2)
+            if exc[0] is None:
+                log.info("demo: %s done in %.1f s", name, seconds[name])
+
+    return Timer()
+
+
+def loudest_signal(truth_csv: Path, split: str = "test") -> dict:
+    """The ``truth.csv`` row (a dict of strings) of the highest-SNR signal of ``split``."""
+    import csv
+
+    with truth_csv.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split and r["target"] == "1"]
+    if not rows:
+        raise ValueError(f"{truth_csv}: no {split} signals")
+    return max(rows, key=lambda r: float(r["snr"]))
+
+
+def train_command(store: Path, run_dir: Path, epochs: int, overrides: list[str]) -> list[str]:
+    """The training subprocess: tiny config, fold 0 only, ``epochs`` epochs, into ``run_dir``."""
+    return [
+        sys.executable, "-m", "train", "--config", str(TRAIN_CONFIG), f"store={store}",
+        f"out={run_dir.parent}", f"name={run_dir.name}", "fold=0", f"epochs={epochs}",
+        *overrides,
+    ]
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    work: str | Path = "demo-data",
+    n_train: int = 3000,
+    n_test: int = 1000,
+    epochs: int = 6,
+    snr: str = "uniform:2,16",
+    seed: int = 0,
+    jobs: int | None = None,
+    train_overrides: list[str] = (),
+    progress: bool = True,
+) -> dict:
+    """Run the four stages and draw the pictures; returns the report (also ``OUT/report.json``)."""
+    from data.config import load_config
+    from data.synth import generate
+    from infer.cli import run as infer_run
+    from infer.config import InferConfig
+    from infer.plots import cqt_preview, plot_curves
+    from preprocess import pipeline
+    from preprocess.config import PreprocessConfig
+
+    out, work = Path(out), Path(work)
+    data, cache, run_dir = work / "data", work / "cache", out / "train"
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = jobs or os.cpu_count() or 1
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+
+    with _stage("synth", seconds):
+        synth = generate(data, n_train, n_test, seed, snr=snr, jobs=jobs, overwrite=True,
+                         progress=progress)
+    with _stage("preprocess", seconds):
+        pcfg = load_config(PreprocessConfig)
+        pipeline.run(data, cache, pcfg, splits=("train", "test"), overwrite=True,
+                     progress=progress)
+    with _stage("train", seconds):
+        if run_dir.exists():  # a previous demo's run: training refuses to mix into it
+            log.info("demo: replacing %s", run_dir)
+            shutil.rmtree(run_dir)
+        cmd = train_command(cache / "train.zarr", run_dir, epochs, list(train_overrides))
+        log.info("demo: %s", " ".join(cmd))
+        subprocess.run(cmd, check=True)
+    with _stage("infer", seconds):
+        summary = infer_run(out / "submission.csv", InferConfig(), runs=run_dir,
+                            store=cache / "test.zarr",
+                            sample_submission=data / "sample_submission.csv",
+                            truth=data / "truth.csv", progress=progress)
+    with _stage("pictures", seconds):
+        loud = loudest_signal(data / "truth.csv")
+        note = (f"network SNR {float(loud['snr']):.1f}, masses {float(loud['mass1']):.0f} + "
+                f"{float(loud['mass2']):.0f} Msun, merger (geocentre) dashed")
+        cqt = cqt_preview(data, loud["id"], out / "cqt.png", cache=cache, note=note,
+                          merger_time=float(loud["merger_time"]))
+        curves = plot_curves(run_dir / "fold0", out / "curves.png")
+
+    metrics = summary["metrics"]
+    seconds["total"] = round(time.perf_counter() - start, 2)
+    report = {
+        "test_auc": metrics["auc"],
+        "oracle_auc": metrics["oracle_auc"],
+        "n_train": n_train,
+        "n_test": n_test,
+        "snr": synth["snr"],
+        "epochs": epochs,
+        "seed": seed,
+        "auc_by_snr": metrics["snr_bins"],
+        "metrics": {k: metrics[k]
+                    for k in ("n", "n_pos", "n_neg", "auc", "oracle_auc", "snr_bins")},
+        "seconds": seconds,
+        "infer_samples_per_s": summary["samples_per_s"],
+        "files": {
+            "submission": str(out / "submission.csv"),
+            "metrics": str(out / "metrics.json"),
+            "cqt": str(cqt),
+            "curves": str(curves),
+            **metrics["plots"],
+            "run": str(run_dir),
+            "data": str(data),
+            "cache": str(cache),
+        },
+        "loudest_test_signal": {k: loud[k] for k in ("id", "snr", "merger_time")},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_report(report: dict) -> str:
+    from infer.score import format_scores
+
+    s = report["seconds"]
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in s.items() if k != "total")
+    table = format_scores(report["metrics"])
+    files = report["files"]
+    return "\n".join([
+        f"demo: {report['n_train']} train + {report['n_test']} test samples, SNR {report['snr']}, "
+        f"{report['epochs']} epochs on fold 0",
+        f"test AUC {report['test_auc']:.4f}   oracle AUC {report['oracle_auc']:.4f}   "
+        f"(matched filter with the true template: the ceiling)",
+        table,
+        f"time: {s['total']:.0f} s ({stages})",
+        f"pictures: {files['cqt']}, {files['curves']}, {files['roc']}, {files['auc_vs_snr']}",
+        f"report: {Path(files['submission']).parent / 'report.json'}",
+    ])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m infer.demo", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="report, pictures, run")
+    ap.add_argument("--work", type=Path, default=Path("demo-data"), help="data set and cache")
+    ap.add_argument("--n-train", type=int, default=3000)
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--snr", default="uniform:2,16", help="signal SNR spec (data.synth)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=None, help="synth processes (default: all cores)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("train_overrides", nargs="*", help="training config key=value")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report = run_demo(args.out, args.work, args.n_train, args.n_test, args.epochs, args.snr,
+                      args.seed, args.jobs, args.train_overrides, progress=not args.quiet)
+    print(format_report(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,561 @@
+"""Batch prediction with fold ensembles and test-time augmentation.
+
+A *run directory* (``runs/NAME/fold{k}/``, written by training) holds ``best.safetensors`` (the
+timm model's state_dict) and ``model.json``: ``model_name``, ``model_kwargs``, ``image_size``,
+``channel_stats``, ``store_transform`` (the store's ``transform`` attribute: whiten + cqt
+config, ``psd_sha256``, ``sample_rate``), ``store_config`` (the full preprocessing config),
+``schema_version`` (of the store it was trained on), ``fold``, ``best_epoch``, ``best_auc`` and
+``psd`` (the training PSD, 3 lists of floats in 1/Hz; only the raw-data path needs it).
+
+Inputs are either a finished image store (:func:`store_inputs`) or the raw ``.npy`` files of a
+Kaggle-layout split (:func:`raw_inputs`), which are whitened and CQT'd on the device with the
+transform recorded in ``model.json`` and never written to disk. Either way every model sees
+float16 |CQT| images, normalised by :func:`data.images.prepare_images` exactly as in training;
+TTA views act on the normalised images, where training's augmentations act.
+
+A model is only used on images made the way its training images were: :func:`check_store` and
+:func:`check_folds` raise :class:`MismatchError` naming every key that differs, e.g.
+``cqt.hop_length: model 32, store 16``.
+
+Invalid samples (``valid`` False in the store: skipped as bad input by preprocessing; a raw
+file that :func:`data.layout.load_sample` rejects; an image that overflows float16) get the
+target :data:`INVALID_TARGET` = 0.5, "no opinion", and a warning naming them: the Kaggle
+format needs a number for every id, and a model's output on the all-zero placeholder image
+would be an arbitrary guess. The ensemble ranks (``ensemble=rank``) cover valid rows only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from accelerate.utils import send_to_device
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from data import layout
+from data import store as zstore
+from data.images import prepare_images
+from data.loader import StoreBlocks, batches, plan_epoch
+from data.metrics import average_ranks
+from infer.config import InferConfig
+
+log = logging.getLogger(__name__)
+
+INVALID_TARGET = 0.5
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "best.safetensors"
+
+
+class InferError(ValueError):
+    """Inputs that inference cannot use; the message names the file and the reason."""
+
+
+class MismatchError(InferError):
+    """A model used on images made another way than its training images, or folds that disagree."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclass
+class Fold:
+    """One trained model of the ensemble and what it needs to see its inputs as in training."""
+
+    path: Path  # the fold directory
+    meta: dict  # model.json
+    model: torch.nn.Module = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def transform(self) -> dict:
+        return self.meta["store_transform"]
+
+
+def _fold_number(path: Path) -> int:
+    m = re.fullmatch(r"fold(\d+)", path.name)
+    return int(m.group(1)) if m else -1
+
+
+def find_checkpoints(runs: str | Path | None, checkpoints: list[str] = ()) -> list[Path]:
+    """Fold directories to ensemble: the ``checkpoints`` named, else every ``fold*`` under ``runs``.
+
+    ``runs`` may also be a single fold directory. A checkpoint is a fold directory or the
+    ``best.safetensors`` inside one. Raises InferError when nothing usable is found.
+    """
+    if checkpoints and runs is not None:
+        raise InferError("give either --runs or checkpoints=[...], not both")
+    if checkpoints:
+        dirs = []
+        for c in checkpoints:
+            p = Path(c)
+            d = p.parent if p.suffix == ".safetensors" else p
+            if p.suffix == ".safetensors" and p.name != WEIGHTS_FILE:
+                raise InferError(f"{p}: a checkpoint is a {WEIGHTS_FILE} or a fold directory")
+            if not (d / WEIGHTS_FILE).is_file():
+                raise InferError(f"{d / WEIGHTS_FILE}: checkpoint not found")
+            dirs.append(d)
+        return dirs
+    if runs is None:
+        raise InferError("no models: give --runs runs/NAME or checkpoints=[...]")
+    runs = Path(runs)
+    if (runs / WEIGHTS_FILE).is_file():
+        return [runs]
+    if not runs.is_dir():
+        raise InferError(f"{runs}: run directory does not exist")
+    folds = sorted((d for d in runs.glob("fold*") if d.is_dir()), key=_fold_number)
+    unfinished = [d for d in folds if not (d / WEIGHTS_FILE).is_file()]
+    if unfinished:
+        log.warning("skipping fold directories without %s: %s", WEIGHTS_FILE,
+                    ", ".join(str(d) for d in unfinished))
+    found = [d for d in folds if (d / WEIGHTS_FILE).is_file()]
+    if not found:
+        raise InferError(f"{runs}: no fold*/{WEIGHTS_FILE} found (has training finished?)")
+    return found
+
+
+def read_meta(fold_dir: Path) -> dict:
+    path = Path(fold_dir) / MODEL_FILE
+    if not path.is_file():
+        raise InferError(f"{path}: missing (every checkpoint needs its model.json)")
+    meta = json.loads(path.read_text())
+    required = ("model_name", "model_kwargs", "image_size", "channel_stats", "store_transform",
+                "store_config", "schema_version")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise InferError(f"{path}: missing key(s) {', '.join(missing)}")
+    return meta
+
+
+def load_fold(fold_dir: str | Path) -> Fold:
+    """Read ``model.json``, build the timm model, load ``best.safetensors`` strictly; eval mode."""
+    import timm
+    from safetensors.torch import load_file
+
+    fold_dir = Path(fold_dir)
+    meta = read_meta(fold_dir)
+    if meta["schema_version"] != zstore.SCHEMA_VERSION:
+        raise MismatchError(
+            f"{fold_dir}: schema_version: model {meta['schema_version']}, "
+            f"this code {zstore.SCHEMA_VERSION}; re-train or use the matching code version"
+        )
+    # model_kwargs is everything timm.create_model needs besides the name (training writes
+    # num_classes and in_chans there too); one logit from the 3 detector rows is the contract.
+    kwargs = {"num_classes": 1, "in_chans": 3, **meta["model_kwargs"]}
+    if (kwargs["num_classes"], kwargs["in_chans"]) != (1, 3):
+        raise InferError(f"{fold_dir / MODEL_FILE}: model_kwargs must give num_classes 1 and "
+                         f"in_chans 3, got {kwargs['num_classes']} and {kwargs['in_chans']}")
+    model = timm.create_model(meta["model_name"], pretrained=False, **kwargs)
+    try:
+        model.load_state_dict(load_file(fold_dir / WEIGHTS_FILE, device="cpu"), strict=True)
+    except RuntimeError as e:
+        raise InferError(
+            f"{fold_dir / WEIGHTS_FILE}: weights do not fit {meta['model_name']}: {e}"
+        ) from None
+    model.eval()
+    return Fold(path=fold_dir, meta=meta, model=model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Consistency checks
+
+_MISSING = object()
+
+
+def dict_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Every dotted key where nested dicts ``a`` and ``b`` differ, with both values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += dict_diff(a.get(k, _MISSING), b.get(k, _MISSING), f"{prefix}{k}.")
+        return out
+    sequences = isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))
+    if a == b or (sequences and list(a) == list(b)):
+        return []
+    return [(prefix.rstrip("."), a, b)]
+
+
+def _show(v: Any) -> str:
+    if v is _MISSING:
+        return "<missing>"
+    if isinstance(v, str) and len(v) > 16:  # hashes
+        return v[:12] + "..."
+    return str(v)
+
+
+def format_diff(diff: list[tuple[str, Any, Any]], a_name: str, b_name: str) -> str:
+    return "; ".join(f"{k}: {a_name} {_show(x)}, {b_name} {_show(y)}" for k, x, y in diff)
+
+
+def check_folds(folds: list[Fold]) -> None:
+    """All folds must read the same images: same transform (incl. PSD hash) and schema version.
+
+    Folds may differ in architecture, image size and channel statistics: each model gets its
+    own :func:`prepare_images` call.
+    """
+    first = folds[0]
+    for other in folds[1:]:
+        diff = dict_diff(
+            {"schema_version": first.meta["schema_version"], **first.transform},
+            {"schema_version": other.meta["schema_version"], **other.transform},
+        )
+        if diff:
+            names = ((first.path.name, other.path.name) if first.path.name != other.path.name
+                     else (first.name, other.name))
+            raise MismatchError(
+                f"checkpoints disagree on their input images ({first.name} vs {other.name}): "
+                + format_diff(diff, *names)
+            )
+
+
+def check_store(folds: list[Fold], attrs: dict, store_path: str | Path) -> None:
+    """The store's images must be made exactly like the models' training images."""
+    model = {"schema_version": folds[0].meta["schema_version"], **folds[0].transform}
+    made = {"schema_version": attrs.get("schema_version"), **attrs.get("transform", {})}
+    diff = dict_diff(model, made)
+    if diff:
+        raise MismatchError(
+            f"{store_path} was made differently from the training images of {folds[0].name}: "
+            + format_diff(diff, "model", "store")
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+#
+# Both inputs are read in blocks by ``data.loader``'s sequential plan (the one training's
+# evaluation uses): each process reads a contiguous share of the rows, padded with rows of
+# index PAD_INDEX (-1) so that every process runs the same batches; the padding is dropped
+# after gathering.
+
+
+@dataclass
+class Inputs:
+    """What :func:`predict` reads: blocks of this process's share, and every row's id."""
+
+    dataset: IterableDataset  # yields (x, ok, index) blocks; index PAD_INDEX = padding
+    ids: list[str]  # every row, in input order
+    valid: np.ndarray  # (N,) False for rows known to be invalid before reading (store)
+    source: str
+    attrs: dict | None = None  # the store's attributes (store input only)
+    raw: bool = False  # x is strain to transform (True) or stored images (False)
+
+
+class _StoreRows(IterableDataset):
+    """A sequential :class:`data.loader.StoreBlocks` as (images, ok, index) blocks."""
+
+    def __init__(self, blocks: StoreBlocks):
+        self.blocks = blocks
+
+    def __iter__(self):
+        for images, _, index in self.blocks:
+            yield images, torch.ones(index.shape, dtype=torch.bool), index
+
+
+def store_inputs(path: str | Path, batch_size: int, rank: int = 0, world_size: int = 1) -> Inputs:
+    """A finished image store. Rows marked invalid are not read (the loader skips them)."""
+    g = zstore.require_complete(path)
+    valid = np.asarray(g["valid"][:], dtype=bool)
+    if not valid.any():
+        raise InferError(f"{path}: every sample is marked invalid")
+    blocks = StoreBlocks(path, batch_size=batch_size, shuffle=False, rank=rank,
+                         world_size=world_size)
+    return Inputs(dataset=_StoreRows(blocks), ids=layout.int_to_id(g["ids"][:]), valid=valid,
+                  source=str(path), attrs=g.attrs.asdict())
+
+
+class RawStrain(IterableDataset):
+    """Blocks ``(strain (n, 3, 4096) float64, ok (n,) bool, index (n,) int64)`` of one process's
+    share of a Kaggle-layout split, read with :func:`data.layout.load_sample`.
+
+    A file that ``load_sample`` rejects becomes zeros with ``ok`` False (and a warning).
+    """
+
+    def __init__(self, index: layout.Index, block_size: int, rank: int = 0, world_size: int = 1):
+        self.index = index
+        self.block_size = block_size
+        self.rank = rank
+        self.world_size = world_size
+
+    def blocks(self) -> list[np.ndarray]:
+        rows = np.arange(len(self.index), dtype=np.int64)
+        return plan_epoch(rows, self.block_size, shuffle=False, batch_size=self.block_size,
+                          rank=self.rank, world_size=self.world_size, buffer_chunks=1).blocks
+
+    def read_block(self, rows: np.ndarray):
+        x = np.zeros((rows.size, len(layout.DETECTORS), layout.N_TIME), dtype=np.float64)
+        ok = rows >= 0
+        for k in np.flatnonzero(ok):
+            try:
+                x[k] = layout.load_sample(self.index.path(int(rows[k])))
+            except layout.BadSample as e:
+                log.warning("bad sample, predicted %s: %s", INVALID_TARGET, e)
+                ok[k] = False
+        return torch.from_numpy(x), torch.from_numpy(ok), torch.from_numpy(rows)
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for b, rows in enumerate(self.blocks()):
+            if b % n_workers == worker:  # the DataLoader collects from workers in turn
+                yield self.read_block(rows)
+
+
+def raw_inputs(root: str | Path, split: str, batch_size: int, rank: int = 0,
+               world_size: int = 1) -> Inputs:
+    """The ``.npy`` files of ``split`` under ``root``, in label-file order."""
+    index = layout.build_index(root, split)
+    if len(index) == 0:
+        raise InferError(f"{root}: split {split} has no samples")
+    return Inputs(dataset=RawStrain(index, batch_size, rank, world_size), ids=index.ids,
+                  valid=np.ones(len(index), dtype=bool), source=str(Path(root) / split),
+                  raw=True)
+
+
+def training_psd(fold: Fold) -> np.ndarray:
+    """The noise PSD the model's training images were whitened with: (3, n_freq) float64, 1/Hz.
+
+    From ``model.json`` key ``psd`` if present, else from the ``psd`` array of the train store
+    named by ``store`` in the fold's ``config.yaml`` (a ``train.zarr`` or the cache directory
+    holding one). Its hash must equal the recorded ``psd_sha256``.
+    """
+    if "psd" in fold.meta:
+        psd, source = np.asarray(fold.meta["psd"], dtype=np.float64), f"{fold.path / MODEL_FILE}"
+    else:
+        cfg_path = fold.path / "config.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else None
+        if not isinstance(cfg, dict) or not cfg.get("store"):
+            raise InferError(
+                f"{fold.path}: the raw-data path needs the training PSD, but {MODEL_FILE} has "
+                f"no 'psd' and {cfg_path} names no 'store'"
+            )
+        store_path = Path(cfg["store"])
+        if not (store_path / "zarr.json").is_file():
+            store_path = store_path / "train.zarr"
+        psd, source = zstore.read_psd(zstore.open_store(store_path)), str(store_path)
+    want = fold.transform.get("psd_sha256")
+    got = zstore.psd_sha256(psd)
+    if got != want:
+        raise MismatchError(
+            f"{source}: psd_sha256: model {_show(want)}, found {_show(got)} "
+            "(not the PSD this model was trained with)"
+        )
+    return psd
+
+
+def build_transform(fold: Fold) -> torch.nn.Module:
+    """The whiten + CQT transform recorded with ``fold``, with its training PSD."""
+    from data.config import from_dict
+    from preprocess.config import PreprocessConfig, transform_dict
+    from preprocess.transforms import Transform
+
+    cfg = from_dict(PreprocessConfig, fold.meta["store_config"])
+    recorded = {k: fold.transform.get(k, _MISSING) for k in ("whiten", "cqt")}
+    diff = dict_diff(recorded, transform_dict(cfg))
+    if diff:
+        raise MismatchError(
+            f"{fold.path / MODEL_FILE}: store_transform and store_config disagree: "
+            + format_diff(diff, "store_transform", "store_config")
+        )
+    rate = fold.transform.get("sample_rate")
+    if rate != layout.SAMPLE_RATE:
+        raise MismatchError(f"{fold.path}: sample_rate: model {rate}, data {layout.SAMPLE_RATE}")
+    return Transform.from_config(cfg.whiten, cfg.cqt, training_psd(fold))
+
+
+# ---------------------------------------------------------------------------------------------
+# Test-time augmentation and ensembling
+
+
+def tta_views(tta: list[str]) -> list[tuple[str, ...]]:
+    """Every combination of the listed views, identity first: ["swap"] -> [(), ("swap",)]."""
+    return [combo for r in range(len(tta) + 1) for combo in itertools.combinations(tta, r)]
+
+
+def apply_view(x: torch.Tensor, view: tuple[str, ...], shift_columns: int) -> torch.Tensor:
+    """One TTA view of model input (B, 3, H, W), i.e. after :func:`prepare_images`, where
+    training augments too: "swap" exchanges the H1 and L1 rows (channels 0 and 1), "shift"
+    rolls the time axis by ``shift_columns`` (circularly, as training's time shift does)."""
+    if "swap" in view:
+        x = x[:, [1, 0, 2]]
+    if "shift" in view:
+        x = torch.roll(x, shifts=shift_columns, dims=-1)
+    return x
+
+
+def combine(probs: np.ndarray, ensemble: str) -> np.ndarray:
+    """(n_folds, n_views, N) probabilities -> (N,) targets.
+
+    Views are always averaged as probabilities. Folds: ``"mean"`` averages the probabilities;
+    ``"rank"`` averages each fold's ranks scaled to (0, 1] (ties share their mean rank), which
+    ignores folds' differing calibration and keeps only their orderings.
+    """
+    per_fold = probs.mean(axis=1, dtype=np.float64)
+    if ensemble == "mean":
+        return per_fold.mean(axis=0)
+    if ensemble == "rank":
+        n = per_fold.shape[1]
+        return np.mean([average_ranks(p) / n for p in per_fold], axis=0)
+    raise ValueError(f"unknown ensemble {ensemble!r}; expected mean or rank")
+
+
+@contextlib.contextmanager
+def _ieee_fp32():
+    """IEEE float32 for the transform's convolutions and matmuls, as preprocessing computes
+    them (cuDNN defaults to TF32 on Ampere and later, coarser than the float16 images)."""
+    conv = torch.backends.cudnn.conv.fp32_precision
+    matmul = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.conv.fp32_precision = conv
+        torch.backends.cuda.matmul.fp32_precision = matmul
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class Prediction:
+    ids: list[str]  # in input (store or label-file) order
+    probs: np.ndarray  # (n_folds, n_views, N) float64 sigmoid of the float32 logits; NaN: unread
+    valid: np.ndarray  # (N,) bool
+    target: np.ndarray  # (N,) float64: combined over the valid rows, INVALID_TARGET elsewhere
+    views: list[tuple[str, ...]]
+    folds: list[str]
+
+
+def predict(
+    folds: list[Fold],
+    inputs: Inputs,
+    cfg: InferConfig,
+    accelerator,
+    transform: torch.nn.Module | None = None,
+    progress: bool = True,
+) -> Prediction:
+    """Predict every row of ``inputs`` with every fold and TTA view; complete on every process.
+
+    ``transform`` (whiten + CQT, :func:`build_transform`) is required for raw inputs and runs
+    on the accelerator's device; its float32 images are rounded to float16 like the store's
+    (so both paths feed the models the same numbers), and an image that does not fit float16
+    makes the sample invalid, as in preprocessing. Each process reads its share of the rows
+    (``inputs`` was made with this process's rank); predictions are gathered with their row
+    index after every batch and the padding rows dropped.
+    """
+    n = len(inputs.ids)
+    views = tta_views(cfg.tta)
+    if inputs.raw and transform is None:
+        raise ValueError("raw inputs need the transform")
+    loader = DataLoader(inputs.dataset, batch_size=None, num_workers=cfg.num_workers)
+    models = [accelerator.prepare_model(f.model, evaluation_mode=True) for f in folds]
+    if transform is not None:
+        # The transform is no model: kept out of mixed-precision autocast (it computes in
+        # float64 where it must), placed on the accelerator's device once.
+        transform = transform.to(accelerator.device).eval()
+
+    probs = np.full((len(folds), len(views), n), np.nan, dtype=np.float64)
+    valid = inputs.valid.copy()
+    seen = np.zeros(n, dtype=bool)
+    bar = tqdm(total=int(valid.sum()), desc="infer", unit="sample", dynamic_ncols=True,
+               disable=not (progress and accelerator.is_main_process))
+    with torch.inference_mode():
+        blocks = (send_to_device(block, accelerator.device) for block in loader)
+        for x, ok, index in batches(blocks, cfg.batch_size):
+            if transform is not None:
+                with _ieee_fp32():
+                    x = transform(x)[0].to(torch.float16)
+                ok = ok & torch.isfinite(x).flatten(1).all(dim=1)
+            logits = []
+            for fold, model in zip(folds, models):
+                stats = fold.meta["channel_stats"]
+                base = prepare_images(x, stats["mean"], stats["std"], fold.meta["image_size"])
+                # Training's time shift is in CQT frames of the native image; so is tta_shift.
+                shift = round(cfg.tta_shift * base.shape[-1] / x.shape[-1])
+                logits.append(torch.stack([
+                    model(apply_view(base, view, shift)).float().view(-1) for view in views
+                ], dim=-1))
+            logits = torch.stack(logits, dim=1)  # (B, n_folds, n_views)
+            # bool tensors do not all-gather on every backend: send uint8.
+            logits, ok, index = accelerator.gather((logits, ok.to(torch.uint8), index))
+            keep = index >= 0
+            rows = index[keep].cpu().numpy()
+            # Probabilities from float32 logits in float64: a float32 sigmoid rounds every
+            # logit above ~17 to 1.0, and ties among confident samples would cost AUC.
+            p = 1.0 / (1.0 + np.exp(-logits[keep].cpu().numpy().astype(np.float64)))
+            probs[:, :, rows] = p.transpose(1, 2, 0)
+            valid[rows] &= ok[keep].cpu().numpy().astype(bool)
+            seen[rows] = True
+            bar.update(rows.size)
+    bar.close()
+    missing = inputs.valid & ~seen
+    if missing.any():
+        raise RuntimeError(f"{int(missing.sum())} of {n} samples were not predicted")
+    target = np.full(n, INVALID_TARGET, dtype=np.float64)
+    if valid.any():
+        target[valid] = combine(probs[:, :, valid], cfg.ensemble)
+    if (~valid).any() and accelerator.is_main_process:
+        bad = [inputs.ids[i] for i in np.flatnonzero(~valid)[:5]]
+        log.warning("%d invalid sample(s) predicted %s (skipped as bad input): %s%s",
+                    int((~valid).sum()), INVALID_TARGET, ", ".join(bad),
+                    " ..." if (~valid).sum() > 5 else "")
+    return Prediction(ids=list(inputs.ids), probs=probs, valid=valid, target=target,
+                      views=views, folds=[f.name for f in folds])
+
+
+# ---------------------------------------------------------------------------------------------
+# Submission
+
+
+def submission_order(ids: list[str], reference: list[str], what: str, ref_name: str) -> np.ndarray:
+    """Positions into ``ids`` that put them in ``reference`` order; InferError unless the two
+    hold the same ids."""
+    pos = {sid: i for i, sid in enumerate(ids)}
+    if len(pos) != len(ids):
+        raise InferError(f"{what}: duplicate ids")
+    missing = [sid for sid in reference if sid not in pos]
+    if missing:
+        raise InferError(
+            f"{len(missing)} id(s) of {ref_name} are not in {what} (first: {missing[0]})"
+        )
+    ref = set(reference)
+    extra = [sid for sid in ids if sid not in ref]
+    if extra:
+        raise InferError(
+            f"{len(extra)} id(s) of {what} are not in {ref_name} (first: {extra[0]})"
+        )
+    return np.array([pos[sid] for sid in reference], dtype=np.int64)
+
+
+def find_sample_submission(store_attrs: dict | None, data_root: str | Path | None) -> Path | None:
+    """``sample_submission.csv`` next to the data: in ``data_root``, or in the data set a test
+    store was made from (its ``source`` attribute), if it exists there."""
+    root = data_root
+    if root is None and store_attrs is not None and store_attrs.get("split") == "test":
+        source = store_attrs.get("source")
+        root = source
+    if root is None:
+        return None
+    path = Path(root) / layout.LABEL_FILES["test"]
+    return path if path.is_file() else None
+
+
+def write_submission(path: str | Path, ids: list[str], target: np.ndarray) -> None:
+    """``id,target`` CSV; each target as the shortest decimal that reads back to the same
+    float64, so no two different predictions tie in the file (the AUC sees only their order)."""
+    layout.write_labels(path, ids, [repr(float(t)) for t in target])

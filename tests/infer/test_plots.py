@@ -1,0 +1,89 @@
+"""Pictures: each is written, is a valid PNG and is not trivially empty."""
+
+import csv
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from data import layout
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path, min_kb=8):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    assert len(data) > min_kb * 1024, f"{path}: only {len(data)} bytes"
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and min(pixels.shape[:2]) > 200
+    assert pixels[..., :3].std() > 0.05, f"{path} looks blank"
+
+
+def test_plot_cqt(tmp_path, base_transform):
+    from infer.plots import cqt_axes, plot_cqt
+
+    transform, _ = base_transform()
+    rng = np.random.default_rng(0)
+    image = rng.gamma(2.0, 1.0, size=(3, 46, 129)).astype(np.float16)
+    freqs, times = cqt_axes(transform, 46, 129)
+    assert freqs[0] == 20.0 and freqs[8] == pytest.approx(40.0) and times[-1] == 2.0
+    path = plot_cqt(rng.normal(0, 1e-20, (3, 4096)), image, rng.normal(0, 1, (3, 4096)),
+                    transform, tmp_path / "cqt.png", title="a sample")
+    assert_png(path)
+
+
+def write_history(path, n=6):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "train_loss", "val_loss", "val_auc", "lr", "samples_per_s"])
+        for e in range(n):
+            w.writerow([e, 0.7 - 0.05 * e, 0.69 - 0.04 * e, 0.6 + 0.04 * e,
+                        1e-3 * (n - e) / n, 100])
+
+
+def test_curves_roc_snr_via_cli(tmp_path):
+    from infer.plots import main
+
+    fold = tmp_path / "runs" / "r" / "fold0"
+    fold.mkdir(parents=True)
+    write_history(fold / "history.csv")
+    assert_png(main(["curves", "--run", str(fold)]))
+    assert (fold / "curves.png").is_file()
+
+    rng = np.random.default_rng(0)
+    n = 300
+    ids = sorted(f"{v:010x}" for v in rng.choice(16**10, n, replace=False))
+    target = rng.integers(0, 2, n)
+    snr = np.where(target == 1, rng.uniform(1, 20, n), 0.0)
+    with open(tmp_path / "truth.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "target", "snr", "oracle"])
+        w.writerows(zip(ids, target, snr, target * snr + rng.normal(0, 1, n)))
+    pred = 1 / (1 + np.exp(-(target * snr * 0.3 + rng.normal(0, 1, n))))
+    layout.write_labels(tmp_path / "submission.csv", ids, pred)
+    args = ["--submission", str(tmp_path / "submission.csv"),
+            "--truth", str(tmp_path / "truth.csv")]
+    assert_png(main(["roc", *args]))
+    assert_png(main(["snr", *args, "snr_bins=[0,5,10]"]))
+    assert (tmp_path / "roc.png").is_file() and (tmp_path / "auc_vs_snr.png").is_file()
+
+
+def test_cqt_preview_cli(tmp_path, make_run, psd):
+    """The preview runs the transform recorded with a run (here: the fixture's stand-in PSD)."""
+    from infer.plots import main
+
+    runs = make_run(n_folds=1, extra={"psd": psd.tolist()})
+    sid = "0123456789"
+    path = layout.sample_path(tmp_path / "data", "test", sid)
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    t = np.arange(4096) / 2048
+    chirp = np.sin(2 * np.pi * (30 * t + 40 * t**2)) * (t > 1.0)  # 30 -> 190 Hz in the 2nd s
+    np.save(path, rng.normal(0, 1, (3, 4096)) + 3 * chirp)
+    out = main(["cqt", "--data", str(tmp_path / "data"), "--id", sid, "--run", str(runs / "fold0"),
+                "--out", str(tmp_path / "preview.png")])
+    assert_png(out)
+    with pytest.raises(SystemExit):
+        main(["cqt", "--data", str(tmp_path / "data"), "--id", "ffffffffff",
+              "--run", str(runs / "fold0")])

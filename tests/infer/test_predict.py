@@ -1,0 +1,189 @@
+"""Prediction from a store: submission format and order, fold and TTA averaging, invalid samples."""
+
+import csv
+import logging
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import rankdata  # the reference for data.metrics.average_ranks
+
+from data import layout
+from infer.cli import main, run
+from infer.config import InferConfig
+from infer.predict import (
+    INVALID_TARGET,
+    InferError,
+    combine,
+    find_checkpoints,
+    load_fold,
+    predict,
+    store_inputs,
+    tta_views,
+)
+
+
+def read_submission(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["id", "target"]
+    return [r[0] for r in rows[1:]], np.array([float(r[1]) for r in rows[1:]])
+
+
+def test_submission_in_sample_submission_order(make_store, make_run, tmp_path):
+    store, ids, _ = make_store(n=20)
+    runs = make_run(n_folds=2)
+    order = list(np.random.default_rng(1).permutation(ids))
+    sample = tmp_path / "sample_submission.csv"
+    layout.write_labels(sample, order, [0.5] * len(order))
+    out = tmp_path / "sub" / "submission.csv"
+    main(["--runs", str(runs), "--store", str(store), "--out", str(out),
+          "--sample-submission", str(sample), "--quiet", "num_workers=2", "batch_size=6"])
+    got_ids, target = read_submission(out)
+    assert got_ids == order
+    assert np.all((target > 0) & (target < 1))
+    assert (out.parent / "infer.yaml").is_file()
+    # Without a sample submission: the store's order, same values per id.
+    out2 = tmp_path / "submission_store_order.csv"
+    run(out2, InferConfig(), runs=runs, store=store, progress=False)
+    ids2, target2 = read_submission(out2)
+    assert ids2 == ids
+    by_id = dict(zip(ids2, target2))
+    np.testing.assert_allclose([by_id[i] for i in order], target, rtol=1e-7)
+
+
+@pytest.mark.parametrize("case", ["missing", "extra"])
+def test_sample_submission_mismatch(make_store, make_run, tmp_path, case):
+    store, ids, _ = make_store(n=12)
+    runs = make_run(n_folds=1)
+    sample_ids = ids[1:] if case == "missing" else ids + ["ffffffffff"]
+    sample = tmp_path / "sample_submission.csv"
+    layout.write_labels(sample, sample_ids, [0.5] * len(sample_ids))
+    with pytest.raises(InferError, match="not in"):
+        run(tmp_path / "s.csv", InferConfig(), runs=runs, store=store,
+            sample_submission=sample, progress=False)
+    with pytest.raises(SystemExit):  # the CLI turns it into a clean exit 2
+        main(["--runs", str(runs), "--store", str(store), "--out", str(tmp_path / "s.csv"),
+              "--sample-submission", str(sample), "--quiet"])
+
+
+def test_invalid_samples_get_half_and_a_warning(make_store, make_run, tmp_path, caplog):
+    store, ids, _ = make_store(n=16, invalid=(3, 11))
+    runs = make_run(n_folds=1)
+    with caplog.at_level(logging.WARNING):
+        summary = run(tmp_path / "s.csv", InferConfig(), runs=runs, store=store, progress=False)
+    _, target = read_submission(tmp_path / "s.csv")
+    assert summary["n_invalid"] == 2
+    assert target[3] == INVALID_TARGET and target[11] == INVALID_TARGET
+    assert ids[3] in caplog.text and "invalid" in caplog.text
+
+
+def _by_hand(fold, images, view, shift):
+    """One fold, one view, written out without infer's helpers: normalise, then the view."""
+    x = torch.from_numpy(images).float()
+    mean = torch.tensor(fold.meta["channel_stats"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(fold.meta["channel_stats"]["std"]).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    if "swap" in view:
+        x = torch.stack([x[:, 1], x[:, 0], x[:, 2]], dim=1)
+    if "shift" in view:
+        x = torch.cat([x[..., -shift:], x[..., :-shift]], dim=-1)  # circular, by `shift` frames
+    with torch.no_grad():
+        logit = fold.model(x).view(-1).double()
+    return torch.sigmoid(logit).numpy()
+
+
+@pytest.mark.parametrize("ensemble", ["mean", "rank"])
+def test_fold_and_tta_averaging_by_hand(make_store, make_run, tmp_path, ensemble):
+    from accelerate import Accelerator
+
+    store, ids, images = make_store(n=24, invalid=(5,))
+    runs = make_run(n_folds=3, channel_stats={"mean": [1.9, 2.0, 2.1], "std": [1.3, 1.4, 1.5]})
+    cfg = InferConfig(tta=["swap", "shift"], tta_shift=-8, ensemble=ensemble, batch_size=7)
+    folds = [load_fold(d) for d in find_checkpoints(runs)]
+    pred = predict(folds, store_inputs(store, 5), cfg, Accelerator(cpu=True), progress=False)
+
+    shift = -8
+    views = [(), ("swap",), ("shift",), ("swap", "shift")]
+    assert tta_views(cfg.tta) == views
+    per_fold = np.array([
+        np.mean([_by_hand(f, images, v, shift) for v in views], axis=0) for f in folds
+    ])  # (3, N): probabilities averaged over the 4 views
+    valid = np.arange(24) != 5
+    if ensemble == "mean":
+        expected = per_fold.mean(axis=0)
+    else:  # ranks among the valid rows only
+        expected = np.zeros(24)
+        expected[valid] = np.mean([rankdata(p[valid]) / valid.sum() for p in per_fold], axis=0)
+    expected[~valid] = INVALID_TARGET
+    np.testing.assert_allclose(pred.target, expected, rtol=1e-5, atol=1e-6)
+    assert pred.probs.shape == (3, 4, 24) and np.isnan(pred.probs[:, :, 5]).all()
+
+
+def test_combine_small_example():
+    probs = np.array([[[0.2, 0.4, 0.9], [0.4, 0.4, 0.7]],   # fold 0, two views
+                      [[0.1, 0.8, 0.5], [0.3, 0.6, 0.5]]])  # fold 1
+    # views: fold0 -> [0.3, 0.4, 0.8], fold1 -> [0.2, 0.7, 0.5]
+    np.testing.assert_allclose(combine(probs, "mean"), [0.25, 0.55, 0.65])
+    # ranks / 3: fold0 -> [1, 2, 3]/3, fold1 -> [1, 3, 2]/3
+    np.testing.assert_allclose(combine(probs, "rank"), [1 / 3, 2.5 / 3, 2.5 / 3])
+
+
+def test_checkpoint_discovery(make_run, tmp_path):
+    runs = make_run(n_folds=3)
+    (runs / "fold3").mkdir()  # a fold still training: skipped with a warning
+    assert [d.name for d in find_checkpoints(runs)] == ["fold0", "fold1", "fold2"]
+    assert find_checkpoints(runs / "fold1") == [runs / "fold1"]
+    assert find_checkpoints(None, [str(runs / "fold2" / "best.safetensors"), str(runs / "fold0")]) \
+        == [runs / "fold2", runs / "fold0"]
+    with pytest.raises(InferError, match="not both"):
+        find_checkpoints(runs, [str(runs / "fold0")])
+    with pytest.raises(InferError, match="no fold"):
+        find_checkpoints(tmp_path)
+
+
+def test_explicit_checkpoints_of_different_architectures(make_store, make_run, tmp_path):
+    store, ids, _ = make_store(n=10)
+    a = make_run("a", n_folds=1)
+    b = make_run("b", n_folds=1, model_name="test_resnet", image_size=[24, 40])
+    cfg = InferConfig(checkpoints=[str(a / "fold0"), str(b / "fold0" / "best.safetensors")])
+    summary = run(tmp_path / "s.csv", cfg, store=store, progress=False)
+    assert len(summary["folds"]) == 2 and summary["n"] == 10
+
+
+def test_two_processes_equal_one(make_store, make_run, tmp_path):
+    """``torchrun`` with 2 CPU processes (gloo): each predicts a share, gathered per batch;
+    37 samples in batches of 5 leave a remainder that must not be counted twice."""
+    import os
+    import subprocess
+    import sys
+
+    store, ids, _ = make_store(n=37, invalid=(5,))
+    runs = make_run(n_folds=2)
+    args = ["-m", "infer", "--runs", str(runs), "--store", str(store), "--quiet",
+            "batch_size=5", "tta=[swap]"]
+    one, two = tmp_path / "one.csv", tmp_path / "two" / "submission.csv"
+    main([*args[2:], "--out", str(one)])
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    *args, "--out", str(two)], check=True, env=env, timeout=300,
+                   capture_output=True)
+    import yaml
+
+    assert yaml.safe_load((two.parent / "infer.yaml").read_text())["num_processes"] == 2
+    ids1, p1 = read_submission(one)
+    ids2, p2 = read_submission(two)
+    assert ids1 == ids2 == ids
+    np.testing.assert_allclose(p2, p1, atol=1e-6)
+
+
+def test_inputs_refused_before_predicting(make_store, make_run, tmp_path):
+    """A truth file that lacks a predicted id is an error before any prediction is written."""
+    store, ids, _ = make_store(n=10)
+    truth = tmp_path / "truth.csv"
+    layout.write_labels(truth, ids[:-1], [0, 1] * 4 + [0])
+    out = tmp_path / "s.csv"
+    with pytest.raises(InferError, match=f"not in {truth}.*first: {ids[-1]}"):
+        run(out, InferConfig(), runs=make_run(n_folds=1), store=store, truth=truth,
+            progress=False)
+    assert not out.exists()
