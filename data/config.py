@@ -192,3 +192,36 @@ def from_dict(cls: type[T], values: dict) -> T:
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML next to an output."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+MISSING = object()  # a key present on one side of a diff only
+
+
+def dict_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Every dotted key where nested dicts ``a`` and ``b`` differ, with both values.
+
+    Lists and tuples compare equal by content (a config read back from YAML has lists where
+    the dataclass had tuples). A key on one side only is paired with ``MISSING``.
+    """
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += dict_diff(a.get(k, MISSING), b.get(k, MISSING), f"{prefix}{k}.")
+        return out
+    sequences = isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))
+    if a == b or (sequences and list(a) == list(b)):
+        return []
+    return [(prefix.rstrip("."), a, b)]
+
+
+def format_diff(diff: list[tuple[str, Any, Any]], a_name: str, b_name: str) -> str:
+    """``"cqt.hop_length: model 32, store 16; ..."`` from :func:`dict_diff` output."""
+
+    def show(v: Any) -> str:
+        if v is MISSING:
+            return "<missing>"
+        if isinstance(v, str) and len(v) > 16:  # hashes
+            return v[:12] + "..."
+        return str(v)
+
+    return "; ".join(f"{k}: {a_name} {show(x)}, {b_name} {show(y)}" for k, x, y in diff)

@@ -33,7 +33,6 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +43,7 @@ from tqdm import tqdm
 
 from data import layout
 from data import store as zstore
+from data.config import MISSING, dict_diff, format_diff
 from data.images import prepare_images
 from data.loader import StoreBlocks, batches, plan_epoch
 from data.metrics import average_ranks
@@ -171,34 +171,6 @@ def load_fold(fold_dir: str | Path) -> Fold:
 
 # ---------------------------------------------------------------------------------------------
 # Consistency checks
-
-_MISSING = object()
-
-
-def dict_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Every dotted key where nested dicts ``a`` and ``b`` differ, with both values."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += dict_diff(a.get(k, _MISSING), b.get(k, _MISSING), f"{prefix}{k}.")
-        return out
-    sequences = isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))
-    if a == b or (sequences and list(a) == list(b)):
-        return []
-    return [(prefix.rstrip("."), a, b)]
-
-
-def _show(v: Any) -> str:
-    if v is _MISSING:
-        return "<missing>"
-    if isinstance(v, str) and len(v) > 16:  # hashes
-        return v[:12] + "..."
-    return str(v)
-
-
-def format_diff(diff: list[tuple[str, Any, Any]], a_name: str, b_name: str) -> str:
-    return "; ".join(f"{k}: {a_name} {_show(x)}, {b_name} {_show(y)}" for k, x, y in diff)
-
 
 def check_folds(folds: list[Fold]) -> None:
     """All folds must read the same images: same transform (incl. PSD hash) and schema version.
@@ -350,7 +322,7 @@ def training_psd(fold: Fold) -> np.ndarray:
     got = zstore.psd_sha256(psd)
     if got != want:
         raise MismatchError(
-            f"{source}: psd_sha256: model {_show(want)}, found {_show(got)} "
+            f"{source}: {format_diff([('psd_sha256', want, got)], 'model', 'found')} "
             "(not the PSD this model was trained with)"
         )
     return psd
@@ -363,7 +335,7 @@ def build_transform(fold: Fold) -> torch.nn.Module:
     from preprocess.transforms import Transform
 
     cfg = from_dict(PreprocessConfig, fold.meta["store_config"])
-    recorded = {k: fold.transform.get(k, _MISSING) for k in ("whiten", "cqt")}
+    recorded = {k: fold.transform.get(k, MISSING) for k in ("whiten", "cqt")}
     diff = dict_diff(recorded, transform_dict(cfg))
     if diff:
         raise MismatchError(

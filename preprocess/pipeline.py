@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from data import layout
 from data import store as zstore
-from data.config import ConfigError, save_config, to_dict
+from data.config import ConfigError, dict_diff, format_diff, save_config, to_dict
 from data.layout import BadSample, DataError
 from data.store import StoreError
 from preprocess.config import PreprocessConfig, transform_dict
@@ -459,9 +459,9 @@ def _train_psd(path: Path, cfg: PreprocessConfig) -> np.ndarray:
         raise StoreError(f"{path}: no train store; the test split is whitened with the train "
                          "PSD, so preprocess train first (--splits train)")
     g = zstore.open_store(path)
-    diff = _diff(_identity(g.attrs.get("config", {})), _identity(to_dict(cfg)))
+    diff = dict_diff(_identity(g.attrs.get("config", {})), _identity(to_dict(cfg)))
     if diff:
-        raise StoreError(f"{path} was made with another config ({_format(diff)}); the test "
+        raise StoreError(f"{path} was made with another config ({format_diff(diff, 'store', 'now')}); the test "
                          "split needs the train PSD of this config: re-run --splits train")
     return zstore.read_psd(g)
 
@@ -536,13 +536,13 @@ def _check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targ
     stored = g.attrs.asdict()
     if stored.get("split") != split:
         raise StoreError(f"{path}: holds split {stored.get('split')!r}, not {split!r}")
-    diff = _diff(_identity(stored.get("config", {})), _identity(to_dict(cfg)))
+    diff = dict_diff(_identity(stored.get("config", {})), _identity(to_dict(cfg)))
     if transform is not None:
-        diff += _diff(stored.get("transform", {}), transform, "transform.")
+        diff += dict_diff(stored.get("transform", {}), transform, "transform.")
     # "device: auto" may resolve differently on another machine; CPU and GPU round differently.
-    diff += _diff({"device_type": stored.get("device_type")}, {"device_type": device.type})
+    diff += dict_diff({"device_type": stored.get("device_type")}, {"device_type": device.type})
     if diff:
-        raise StoreError(f"{path} was made with another config: {_format(diff)}; "
+        raise StoreError(f"{path} was made with another config: {format_diff(diff, 'store', 'now')}; "
                          "use --overwrite to replace it, or another --out")
     old_ids, old_targets = np.asarray(g["ids"][:]), np.asarray(g["targets"][:])
     if not np.array_equal(old_ids, ids) or not np.array_equal(old_targets, targets):
@@ -556,38 +556,16 @@ def _check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targ
     if stored.get("source") != str(data.resolve()):
         log.info("%s: made from %s, resuming from %s (same ids and targets)", path.name,
                  stored.get("source"), data.resolve())
-    run_diff = _diff({k: stored.get("config", {}).get(k) for k in RUNTIME_KEYS},
+    run_diff = dict_diff({k: stored.get("config", {}).get(k) for k in RUNTIME_KEYS},
                      {k: getattr(cfg, k) for k in RUNTIME_KEYS})
     if run_diff:
-        log.info("%s: resuming with other run settings: %s", path.name, _format(run_diff))
+        log.info("%s: resuming with other run settings: %s", path.name, format_diff(run_diff, 'store', 'now'))
 
 
 def _first_difference(a_ids, b_ids, a_targets, b_targets) -> str:
     i = int(np.flatnonzero((a_ids != b_ids) | (a_targets != b_targets))[0])
     (a,), (b,) = layout.int_to_id(a_ids[i : i + 1]), layout.int_to_id(b_ids[i : i + 1])
     return (f"row {i}: stored id {a} target {a_targets[i]}, listed id {b} target {b_targets[i]}")
-
-
-_MISSING = "<missing>"
-
-
-def _diff(stored: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Dotted keys where two nested dicts differ: [(key, stored value, current value)]."""
-    if isinstance(stored, dict) and isinstance(now, dict):
-        out = []
-        for k in sorted(set(stored) | set(now), key=str):
-            out += _diff(stored.get(k, _MISSING), now.get(k, _MISSING), f"{prefix}{k}.")
-        return out
-    if isinstance(stored, (list, tuple)) and isinstance(now, (list, tuple)):
-        stored, now = list(stored), list(now)
-    return [] if stored == now else [(prefix.rstrip("."), stored, now)]
-
-
-def _format(diff: list[tuple[str, Any, Any]]) -> str:
-    def show(v: Any) -> str:
-        return v[:12] + "..." if isinstance(v, str) and len(v) == 64 else str(v)  # hashes
-
-    return "; ".join(f"{k}: store {show(a)}, now {show(b)}" for k, a, b in diff)
 
 
 # ---------------------------------------------------------------------------------------------
