@@ -1,0 +1,78 @@
+"""Training stores for the tests: small synthetic CQT-like images written with data.store.
+
+Positives carry a bright rising stripe (a chirp's track in a CQT) at a random time over
+gamma noise, so a tiny model learns them in seconds. The store has the attributes a store
+made by preprocessing has (transform, config, channel_stats).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data import layout
+from data import store as zstore
+from data.config import to_dict
+
+IMAGE_SHAPE = (3, 24, 48)
+
+
+def chirp_images(rng: np.random.Generator, targets: np.ndarray, shape=IMAGE_SHAPE,
+                 amplitude: float = 3.0) -> np.ndarray:
+    """(N, 3, H, W) float16: gamma noise, plus a rising stripe where target is 1."""
+    n = targets.size
+    c, h, w = shape
+    x = rng.gamma(2.0, 1.0, size=(n, c, h, w)).astype(np.float32)
+    length = w // 2
+    for i in np.flatnonzero(targets == 1):
+        t0 = rng.integers(0, w - length)
+        cols = t0 + np.arange(length)
+        rows = np.clip((np.linspace(0, 1, length) ** 2 * (h - 4)).astype(int) + 2, 0, h - 1)
+        for ch in range(c):
+            x[i, ch, rows, cols] += amplitude * (1.0 if ch < 2 else 0.5)
+            x[i, ch, np.clip(rows + 1, 0, h - 1), cols] += 0.5 * amplitude
+    return x.astype(np.float16)
+
+
+def build_store(path: Path, n: int = 384, seed: int = 0, chunk_size: int = 32,
+                invalid=(), amplitude: float = 3.0, split: str = "train",
+                complete: bool = True, images: np.ndarray | None = None) -> Path:
+    from preprocess.config import PreprocessConfig, transform_dict
+
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(16**10, size=n, replace=False)).astype(np.uint64)
+    targets = np.zeros(n, dtype=np.int8)
+    targets[rng.permutation(n)[: n // 2]] = 1
+    if images is None:
+        images = chirp_images(rng, targets, amplitude=amplitude)
+    valid = np.ones(n, dtype=bool)
+    valid[list(invalid)] = False
+    images[~valid] = 0
+    cfg = PreprocessConfig()
+    transform = {**transform_dict(cfg), "psd_sha256": "0" * 64, "sample_rate": layout.SAMPLE_RATE}
+    if split != "train":
+        targets = -np.ones(n, dtype=np.int8)
+    g = zstore.create(path, split=split, ids=ids, targets=targets,
+                      image_shape=images.shape[1:], chunk_size=chunk_size, codec="lz4",
+                      attrs={"transform": transform, "config": to_dict(cfg)})
+    nc = zstore.n_chunks(n, chunk_size)
+    for k in range(nc if complete else nc - 1):
+        sl = zstore.chunk_slice(k, n, chunk_size)
+        zstore.write_chunk(g, k, images[sl], valid[sl])
+    if complete:
+        zstore.finalize(g)
+    return path
+
+
+@pytest.fixture(scope="session")
+def train_store(tmp_path_factory) -> Path:
+    """384 loud samples, chunks of 32, images (3, 24, 48), rows 5 and 40 invalid."""
+    return build_store(tmp_path_factory.mktemp("store") / "train.zarr", invalid=(5, 40))
+
+
+@pytest.fixture
+def make_train_store():
+    """``make_train_store(path, n=384, ...) -> path``: see :func:`build_store`."""
+    return build_store

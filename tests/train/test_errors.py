@@ -1,0 +1,101 @@
+"""Bad input stops `python -m train` with ``error: ...`` before any training or output."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from data import store as zstore
+from train.cli import main
+
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ["model.name=test_efficientnet", "batch_size=16", "epochs=2", "n_folds=4", "fold=0",
+        "loader.num_workers=0"]
+
+
+def _fails(tmp_path, *args, match: str):
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit) as e:
+        main([f"out={out}", "name=bad", *FAST, *args])
+    message = str(e.value.code)
+    assert message.startswith("error: "), message
+    assert re.search(match, message), message
+    assert not (out / "bad" / "fold0" / "best.safetensors").exists()
+    return message
+
+
+def test_missing_store(tmp_path):
+    _fails(tmp_path, f"store={tmp_path / 'nope.zarr'}", match="no Zarr store")
+
+
+def test_incomplete_store(tmp_path, make_train_store):
+    path = make_train_store(tmp_path / "part.zarr", n=96, complete=False)
+    _fails(tmp_path, f"store={path}", match="incomplete .2 of 3 chunks")
+
+
+def test_other_schema_version(tmp_path, make_train_store):
+    path = make_train_store(tmp_path / "old.zarr", n=96)
+    zstore.open_store(path, mode="r+").attrs["schema_version"] = zstore.SCHEMA_VERSION + 1
+    _fails(tmp_path, f"store={path}", match="schema version")
+
+
+def test_test_split_store(tmp_path, make_train_store):
+    path = make_train_store(tmp_path / "test.zarr", n=96, split="test")
+    _fails(tmp_path, f"store={path}", match="train store")
+
+
+def test_fold_outside_n_folds(tmp_path, train_store):
+    _fails(tmp_path, f"store={train_store}", "fold=4", match="fold: 4 is not a fold of n_folds=4")
+
+
+def test_unknown_key(tmp_path, train_store):
+    _fails(tmp_path, f"store={train_store}", "optim.lr=1", match="unknown config key optim")
+    _fails(tmp_path, f"store={train_store}", "augment.erase_pp=1", match="augment.erase_pp")
+
+
+def test_wrong_type_and_value(tmp_path, train_store):
+    _fails(tmp_path, f"store={train_store}", "epochs=many", match="epochs: expected an integer")
+    _fails(tmp_path, f"store={train_store}", "augment.swap_p=2", match="augment.swap_p")
+    _fails(tmp_path, f"store={train_store}", "checkpoint_total_limit=1", match="at least 2")
+
+
+def test_missing_config_file(tmp_path, train_store):
+    with pytest.raises(SystemExit, match="error: config file .* does not exist"):
+        main(["--config", str(tmp_path / "none.yaml"), f"store={train_store}"])
+
+
+def test_image_size_the_model_cannot_take(tmp_path, train_store):
+    # test_vit needs sides divisible by its patch size, 16; the store's images are 24 x 48
+    _fails(tmp_path, f"store={train_store}", "model.name=test_vit",
+           match="test_vit cannot take images of size 24x48")
+    _fails(tmp_path, f"store={train_store}", "model.name=test_vit", "image_size=[30,40]",
+           match="30x40")
+
+
+def test_unknown_model_and_missing_weights(tmp_path, train_store):
+    _fails(tmp_path, f"store={train_store}", "model.name=no_such_net", match="no_such_net")
+    _fails(tmp_path, f"store={train_store}", f"model.pretrained_file={tmp_path / 'w.safetensors'}",
+           match="pretrained_file.*does not exist")
+
+
+def test_too_few_samples_per_class(tmp_path, make_train_store):
+    path = make_train_store(tmp_path / "small.zarr", n=6)
+    _fails(tmp_path, f"store={path}", match="cannot make 4 stratified folds")
+
+
+def test_existing_checkpoints_need_resume(tmp_path, train_store):
+    (tmp_path / "runs" / "bad" / "fold0" / "checkpoints" / "checkpoint_0").mkdir(parents=True)
+    _fails(tmp_path, f"store={train_store}", match="resume=auto")
+
+
+def test_presets_load():
+    from data.config import load_config
+    from train.config import TrainConfig, check
+
+    presets = sorted((REPO / "configs" / "train").glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"tiny", "efficientnet_b0", "resnet34", "efficientnet_b5"}
+    for p in presets:
+        check(load_config(TrainConfig, p))

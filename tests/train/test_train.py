@@ -1,0 +1,253 @@
+"""End to end: `python -m train` in subprocesses, on CPU, with the tiny preset.
+
+Learning (a loud set, with the real synth -> preprocess chain), the run directory contract
+(reloaded the way inference reloads it), exact resume after SIGKILL, two processes with
+gloo, a NaN loss, and fold=all.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from data import layout
+from data import store as zstore
+from data.config import load_config
+from data.images import prepare_images
+from data.metrics import roc_auc
+from train.config import TrainConfig
+from train import rundir
+from train.folds import stratified_folds
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = str(REPO / "configs" / "train" / "tiny.yaml")
+# tiny.yaml with a batch and fold count that fit the 384-sample test store
+SMALL = ["--config", TINY, "batch_size=16", "n_folds=4", "fold=0", "loader.num_workers=1"]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def _newest_checkpoint(fold_dir: Path) -> Path:
+    dirs = glob.glob(str(fold_dir / "checkpoints" / "checkpoint_*"))
+    return Path(max(dirs, key=lambda p: int(p.rsplit("_", 1)[1])))
+
+
+def _history(fold_dir: Path) -> list[dict]:
+    import csv
+
+    with (fold_dir / "history.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _val_ids(store: Path, n_folds: int, fold: int, seed: int = 42) -> list[str]:
+    g = zstore.open_store(store)
+    rows = np.flatnonzero(np.asarray(g["valid"][:]))
+    folds = stratified_folds(np.asarray(g["targets"][:])[rows], n_folds, seed)
+    return layout.int_to_id(np.asarray(g["ids"][:])[rows[folds == fold]])
+
+
+@pytest.fixture(scope="module")
+def single(train_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    _run(*SMALL, f"store={train_store}", f"out={out}", "name=single", "epochs=3")
+    return out / "single" / "fold0"
+
+
+def _run(*args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_learns_a_loud_set_from_the_real_chain(tmp_path):
+    """synth (SNR 25) -> preprocess -> tiny model: val AUC >= 0.9, training under 2 minutes."""
+    from data.synth import generate
+    from preprocess import pipeline
+    from preprocess.config import PreprocessConfig
+
+    generate(tmp_path / "data", 400, 0, seed=3, snr="fixed:25", jobs=2, progress=False)
+    cfg = load_config(PreprocessConfig, None, ["store.chunk_size=32", "whiten.n_psd=100"])
+    pipeline.run(tmp_path / "data", tmp_path / "cache", cfg, splits=("train",), progress=False)
+    _run("--config", TINY, f"store={tmp_path / 'cache' / 'train.zarr'}", f"out={tmp_path}",
+         "name=loud", "n_folds=4", "batch_size=16", "epochs=3", timeout=120)
+    meta = json.loads((tmp_path / "loud" / "fold0" / "model.json").read_text())
+    assert meta["best_auc"] >= 0.9, meta["best_auc"]
+    assert meta["store_transform"]["psd_sha256"] == zstore.psd_sha256(np.array(meta["psd"]))
+
+
+def test_run_directory_contract(single, train_store):
+    files = {p.name for p in single.iterdir()}
+    assert {"config.yaml", "checkpoints", "best.safetensors", "model.json", "oof.csv",
+            "history.csv", "curves.png"} <= files
+    g = zstore.open_store(train_store)
+    meta = json.loads((single / "model.json").read_text())
+    assert meta["model_name"] == "test_efficientnet"
+    assert meta["model_kwargs"]["num_classes"] == 1 and meta["model_kwargs"]["in_chans"] == 3
+    assert meta["image_size"] is None
+    assert meta["channel_stats"] == g.attrs["channel_stats"]
+    assert meta["store_transform"] == g.attrs["transform"]
+    assert meta["store_config"] == g.attrs["config"]
+    assert meta["schema_version"] == zstore.SCHEMA_VERSION
+    assert meta["fold"] == 0
+    history = _history(single)
+    assert [int(h["epoch"]) for h in history] == [1, 2, 3]
+    best = max(history, key=lambda h: float(h["val_auc"]))
+    assert meta["best_epoch"] == int(best["epoch"])
+    assert meta["best_auc"] == pytest.approx(float(best["val_auc"]))
+    assert meta["best_auc"] >= 0.9  # the stripes are easy
+    cfg = load_config(TrainConfig, single / "config.yaml")
+    assert cfg.name == "single" and cfg.fold == 0 and cfg.store == str(train_store)
+    assert len(list((single / "checkpoints").iterdir())) <= cfg.checkpoint_total_limit
+
+    # oof.csv: every validation id once, and the predictions of best.safetensors on them,
+    # reloaded the way inference reloads a fold: timm.create_model(name, **model_kwargs).
+    import csv
+
+    import timm
+
+    with (single / "oof.csv").open() as f:
+        oof = list(csv.DictReader(f))
+    ids = [r["id"] for r in oof]
+    assert sorted(ids) == sorted(_val_ids(train_store, 4, 0)) and len(set(ids)) == len(ids)
+    model = timm.create_model(meta["model_name"], pretrained=False, **meta["model_kwargs"])
+    model.load_state_dict(_weights(single / "best.safetensors"), strict=True)
+    model.eval()
+    row_of = {sid: i for i, sid in enumerate(layout.int_to_id(np.asarray(g["ids"][:])))}
+    rows = np.array([row_of[i] for i in ids])
+    images = torch.from_numpy(np.asarray(g["images"][:])[rows])
+    x = prepare_images(images, meta["channel_stats"]["mean"], meta["channel_stats"]["std"],
+                       meta["image_size"])
+    with torch.no_grad():
+        pred = torch.sigmoid(model(x).squeeze(1)).numpy()
+    assert np.allclose(pred, [float(r["pred"]) for r in oof], atol=1e-5)
+    target = np.array([int(r["target"]) for r in oof])
+    assert np.array_equal(target, np.asarray(g["targets"][:])[rows])
+    assert roc_auc(target, pred) == pytest.approx(meta["best_auc"], abs=1e-6)
+
+
+@pytest.mark.timeout(300)
+def test_resume_after_sigkill_is_exact(train_store, tmp_path):
+    """Kill -9 after a mid-epoch checkpoint, resume=auto: the same weights as no kill."""
+    args = [*SMALL, f"store={train_store}", "name=r", "epochs=2", "checkpoint_every_steps=5",
+            "seed=7", "augment.erase_p=0.5", "ema=true"]
+    _run(*args, f"out={tmp_path / 'a'}")
+
+    fold_b = tmp_path / "b" / "r" / "fold0"
+    proc = subprocess.Popen([sys.executable, "-m", "train", *args, f"out={tmp_path / 'b'}"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            marks = [json.loads(Path(p).read_text())
+                     for p in glob.glob(str(fold_b / "checkpoints" / "*" / "COMPLETE"))]
+            if any(m["batches_done"] > 0 for m in marks):
+                break
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its loader worker, at once
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    latest = rundir.latest_checkpoint(fold_b)
+    mark = json.loads((latest / "COMPLETE").read_text())
+    assert mark["batches_done"] > 0, f"the kill came after an epoch end: {mark}"
+    done = _run(*args, f"out={tmp_path / 'b'}", "resume=auto")
+    assert f"resumed from {latest}" in done.stderr
+
+    fold_a = tmp_path / "a" / "r" / "fold0"
+    last_a = _weights(_newest_checkpoint(fold_a) / "model.safetensors")
+    last_b = _weights(_newest_checkpoint(fold_b) / "model.safetensors")
+    assert last_a.keys() == last_b.keys()
+    for k in last_a:
+        assert torch.equal(last_a[k], last_b[k]), k
+    best_a, best_b = _weights(fold_a / "best.safetensors"), _weights(fold_b / "best.safetensors")
+    for k in best_a:  # EMA weights
+        assert torch.equal(best_a[k], best_b[k]), k
+    strip = lambda h: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in h]  # noqa
+    assert strip(_history(fold_a)) == strip(_history(fold_b))
+    assert (fold_a / "oof.csv").read_text() == (fold_b / "oof.csv").read_text()
+
+
+@pytest.mark.timeout(300)
+def test_two_processes(single, train_store, tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 (gloo on CPU): every validation sample
+    gathered exactly once, and an AUC close to the single process's."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+           "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", "29517", "-m", "train", *SMALL, f"store={train_store}",
+           f"out={tmp_path}", "name=ddp", "epochs=3"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "on 2 process(es)" in proc.stderr
+    fold = tmp_path / "ddp" / "fold0"
+    ids = [line.split(",")[0] for line in (fold / "oof.csv").read_text().splitlines()[1:]]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(_val_ids(train_store, 4, 0))
+    ddp_auc = json.loads((fold / "model.json").read_text())["best_auc"]
+    one_auc = json.loads((single / "model.json").read_text())["best_auc"]
+    assert ddp_auc >= 0.9 and abs(ddp_auc - one_auc) <= 0.05, (ddp_auc, one_auc)
+    assert len(list((fold / "checkpoints").glob("checkpoint_*/random_states_1.pkl"))) >= 1
+
+
+@pytest.mark.timeout(240)
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(train_store, tmp_path):
+    store = Path(shutil.copytree(train_store, tmp_path / "train.zarr"))
+    args = [*SMALL, f"store={store}", f"out={tmp_path}", "name=nan"]
+    _run(*args, "epochs=1")
+    fold = tmp_path / "nan" / "fold0"
+    before = {p.relative_to(fold): p.read_bytes() for p in fold.rglob("*") if p.is_file()
+              and p.name not in ("config.yaml",)}
+    # Poison one chunk of training images after the fact (the statistics stay finite).
+    g = zstore.open_store(store, mode="r+")
+    g["images"][0:32] = np.full((32, *g["images"].shape[1:]), np.nan, dtype=np.float16)
+    proc = subprocess.run([sys.executable, "-m", "train", *args, "epochs=2", "resume=auto"],
+                          cwd=REPO, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 1
+    assert "error: training loss is nan at epoch 2" in proc.stderr
+    after = {p.relative_to(fold): p.read_bytes() for p in fold.rglob("*") if p.is_file()
+             and p.name not in ("config.yaml",)}
+    assert after == before  # no new checkpoint, best.safetensors and history untouched
+
+
+@pytest.mark.timeout(300)
+def test_fold_all_runs_every_fold(train_store, tmp_path, caplog):
+    from train.cli import main
+
+    caplog.set_level(logging.INFO, logger="train")
+    # This process is the dispatcher; each fold runs in its own `python -m train` subprocess.
+    main(["--config", TINY, f"store={train_store}", f"out={tmp_path}", "name=cv",
+          "batch_size=16", "n_folds=2", "fold=all", "epochs=1", "loader.num_workers=0",
+          "grad_accum=2", "clip_grad=1.0", "channels_last=true"])
+    run = tmp_path / "cv"
+    for k in (0, 1):
+        assert (run / f"fold{k}" / "best.safetensors").is_file()
+        cfg = yaml.safe_load((run / f"fold{k}" / "config.yaml").read_text())
+        assert cfg["fold"] == k and cfg["name"] == "cv" and cfg["grad_accum"] == 2
+    ids = [line.split(",")[0] for line in (run / "oof.csv").read_text().splitlines()[1:]]
+    g = zstore.open_store(train_store)
+    valid_ids = layout.int_to_id(np.asarray(g["ids"][:])[np.asarray(g["valid"][:])])
+    assert sorted(ids) == sorted(valid_ids)  # every valid sample out-of-fold exactly once
+    assert "out-of-fold AUC" in caplog.text

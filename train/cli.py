@@ -1,0 +1,472 @@
+"""Train a timm classifier on the CQT image store, one cross-validation fold per run.
+
+    accelerate launch [launch flags] -m train --config configs/train/NAME.yaml [key=value ...]
+    python -m train --config configs/train/NAME.yaml [key=value ...]     # one process
+    g2net-train --config ...                                              # same as python -m train
+
+Keys are those of :class:`train.config.TrainConfig` (``fold=1 epochs=3 model.name=resnet34
+augment.swap_p=0.5 ...``). Devices, processes and mixed precision come from the launch flags
+(``accelerate launch --mixed_precision bf16 --multi_gpu --num_processes 4``), never from the
+config. Outputs go to ``OUT/NAME/fold{k}/`` (:mod:`train.rundir` lists them).
+
+``fold=all`` trains every fold in turn, each in a fresh subprocess so that no state leaks
+from one fold into the next:
+
+* started as one process (``python -m train``, or ``accelerate launch`` with one process,
+  whose flags travel in ``ACCELERATE_*`` environment variables), each fold runs as
+  ``sys.executable -m train ... fold=k`` with the same environment;
+* started under a multi-process launch, local rank 0 of each machine re-launches each fold
+  with ``python -m accelerate.commands.launch --multi_gpu --num_processes WORLD_SIZE
+  --num_machines --machine_rank --main_process_ip MASTER_ADDR --main_process_port
+  MASTER_PORT+1+k [--mixed_precision ...] [--dynamo_backend ...] -m train ... fold=k`` (the
+  other ranks exit), so each fold gets the same processes; FSDP/DeepSpeed launch settings
+  are not carried over.
+
+At the end the folds' ``oof.csv`` are joined into ``OUT/NAME/oof.csv`` and the out-of-fold
+AUC is logged. ``resume=auto`` resumes each fold (finished folds return at once).
+
+Bad input (missing, incomplete or foreign store, a fold outside ``n_folds``, an unknown or
+mistyped key, a model or image size that cannot run, a run directory that already holds
+checkpoints without ``resume=auto``) stops before any training with ``error: ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from data import store as zstore
+from data.config import ConfigError, load_config, save_config, to_dict
+from data.loader import StoreBlocks
+from data.metrics import roc_auc
+from train import rundir
+from train.config import ModelConfig, TrainConfig, check
+from train.engine import Inputs, NonFiniteLoss, TrainState, evaluate, train_one_epoch
+from train.folds import stratified_folds
+
+log = logging.getLogger("train")
+
+
+class TrainError(ValueError):
+    """Input that training cannot use; found before training starts."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks and set-up that need no accelerator
+
+
+def open_training_store(path: str | Path):
+    """The finished training store at ``path``; StoreError/TrainError say what is wrong."""
+    g = zstore.require_complete(path)
+    if g.attrs.get("split") != "train":
+        raise TrainError(f"{path}: split {g.attrs.get('split')!r}, training needs the train store")
+    missing = [k for k in ("channel_stats", "transform", "config") if k not in g.attrs]
+    if missing:
+        raise TrainError(f"{path}: store attributes missing: {', '.join(missing)}")
+    return g
+
+
+def fold_rows(g, n_folds: int, fold_seed: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of fold ``fold``: stratified over the valid samples."""
+    valid = np.asarray(g["valid"][:], dtype=bool)
+    targets = np.asarray(g["targets"][:])
+    rows = np.flatnonzero(valid)
+    bad = rows[(targets[rows] != 0) & (targets[rows] != 1)]
+    if bad.size:
+        raise TrainError(f"{g.store_path}: row {bad[0]} has target {targets[bad[0]]}, not 0 or 1")
+    try:
+        folds = stratified_folds(targets[rows], n_folds, fold_seed)
+    except ValueError as e:
+        raise TrainError(f"{g.store_path}: {e}") from None
+    return rows[folds != fold], rows[folds == fold]
+
+
+def model_kwargs(cfg: ModelConfig) -> dict:
+    """Everything ``timm.create_model`` needs besides the name and ``pretrained``."""
+    return {"num_classes": 1, "in_chans": 3, "drop_rate": cfg.drop_rate,
+            "drop_path_rate": cfg.drop_path_rate}
+
+
+def build_model(cfg: ModelConfig) -> torch.nn.Module:
+    import timm
+
+    kwargs = model_kwargs(cfg)
+    try:
+        if cfg.pretrained_file is None:
+            return timm.create_model(cfg.name, pretrained=False, **kwargs)
+        if not Path(cfg.pretrained_file).is_file():
+            raise TrainError(f"model.pretrained_file: {cfg.pretrained_file} does not exist")
+        # timm adapts the stem to in_chans and drops a classifier of another size.
+        overlay = dict(file=str(cfg.pretrained_file))
+        return timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay,
+                                 **kwargs)
+    except TrainError:
+        raise
+    except Exception as e:  # timm: RuntimeError for an unknown name, others for bad weights
+        raise TrainError(f"model.name={cfg.name}: cannot create the model: {e}") from None
+
+
+def check_input_size(model: torch.nn.Module, name: str, shape: tuple[int, int]) -> None:
+    """One forward pass on zeros (CPU, eval mode): a size the model cannot take fails here."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, *shape))
+    except Exception as e:
+        raise TrainError(
+            f"model {name} cannot take images of size {shape[0]}x{shape[1]} "
+            f"(set image_size=[H,W] or choose another model): {type(e).__name__}: {e}"
+        ) from None
+    finally:
+        model.train()
+    if tuple(out.shape) != (1, 1):
+        raise TrainError(f"model {name}: output shape {tuple(out.shape)}, expected (1, 1)")
+
+
+def device_loader(dataset: StoreBlocks, accelerator, num_workers: int):
+    """A DataLoader of ``dataset``'s blocks that accelerate places on the device.
+
+    ``StoreBlocks`` shards itself across ranks and workers, so accelerate's sharding is
+    bypassed (``num_processes=1``): its IterableDatasetShard would make every rank read the
+    whole store and keep a slice. The generator keeps worker seeding off the global RNG,
+    which a resumed run restores and must find where the uninterrupted run left it.
+    """
+    from accelerate.data_loader import prepare_data_loader
+    from torch.utils.data import DataLoader
+
+    pin = accelerator.device.type == "cuda"
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin,
+                        generator=torch.Generator(), persistent_workers=False)
+    return prepare_data_loader(loader, device=accelerator.device, num_processes=1, process_index=0,
+                               put_on_device=True, dispatch_batches=False, non_blocking=pin)
+
+
+# ---------------------------------------------------------------------------------------------
+# One fold
+
+
+def train_fold(cfg: TrainConfig) -> dict:
+    """Train fold ``cfg.fold``; returns the fold's summary (best epoch and AUC, run directory)."""
+    from accelerate import Accelerator
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3
+
+    run = rundir.fold_dir(cfg.out, cfg.name, cfg.fold)
+    g = open_training_store(cfg.store)
+    train_rows, val_rows = fold_rows(g, cfg.n_folds, cfg.fold_seed, cfg.fold)
+    image_shape = tuple(g["images"].shape[1:])
+    size = tuple(cfg.image_size) if cfg.image_size is not None else image_shape[1:]
+    if cfg.resume is None and rundir.checkpoint_dirs(run):
+        raise TrainError(f"{run} already holds checkpoints: pass resume=auto to continue that "
+                         "run, or choose another name/out")
+
+    # Same initial weights on every rank and in every run with this seed (DDP would
+    # broadcast rank 0's anyway); built before the accelerator so that a model or image
+    # size that cannot work fails before any process group or run directory exists.
+    set_seed(cfg.seed)
+    net = build_model(cfg.model)
+    check_input_size(net, cfg.model.name, size)
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    # accelerate 1.15 sets up CPU processes as a group only with cpu=True (ACCELERATE_USE_CPU):
+    # `accelerate launch --multi_gpu` on a machine without accelerators would otherwise start
+    # independent single-process runs writing the same directory.
+    cpu_group = launched > 1 and not torch.accelerator.is_available()
+    if cpu_group and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        log.warning("%d processes and no accelerator: a CPU process group (gloo)", launched)
+    accelerator = Accelerator(
+        cpu=cpu_group,
+        # Epochs are cut to whole accumulation cycles (StoreBlocks batch_multiple), so
+        # syncing on the loader's end is not needed; it would fire early (blocks, not batches).
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=cfg.grad_accum, sync_with_dataloader=False),
+        project_config=ProjectConfiguration(
+            project_dir=str(run), automatic_checkpoint_naming=True,
+            total_limit=cfg.checkpoint_total_limit),
+    )
+    if accelerator.num_processes != launched:
+        raise TrainError(f"the launcher started {launched} processes but accelerate joined "
+                         f"{accelerator.num_processes}; check the launch flags")
+    if not accelerator.is_main_process:
+        log.setLevel(logging.WARNING)
+    set_seed(cfg.seed, device_specific=True)  # each rank its own augmentation draws
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    train_ds = StoreBlocks(cfg.store, train_rows, batch_size=cfg.batch_size, shuffle=True,
+                           seed=cfg.seed, buffer_chunks=cfg.loader.shuffle_buffer_chunks,
+                           rank=rank, world_size=world, batch_multiple=cfg.grad_accum)
+    val_ds = StoreBlocks(cfg.store, val_rows, batch_size=cfg.batch_size, shuffle=False,
+                         buffer_chunks=cfg.loader.shuffle_buffer_chunks, rank=rank,
+                         world_size=world)
+    updates_per_epoch = train_ds.plan().n_batches // cfg.grad_accum
+    if updates_per_epoch < 1:
+        raise TrainError(
+            f"fold {cfg.fold}: {train_ds.indices.size} training samples over {world} process(es) "
+            f"make no full step of batch_size={cfg.batch_size} x grad_accum={cfg.grad_accum}"
+        )
+
+    if accelerator.is_main_process:
+        if cfg.resume == "auto" and (run / rundir.CONFIG_FILE).is_file():
+            changed = config_changes(yaml.safe_load((run / rundir.CONFIG_FILE).read_text()),
+                                     to_dict(cfg))
+            if changed:
+                log.warning("resuming with a changed config (%s): the run continues, but it is "
+                            "not the run it would have been", ", ".join(changed))
+        run.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run / rundir.CONFIG_FILE)
+    accelerator.wait_for_everyone()
+
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(net, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(torch.compile(net) if cfg.compile else net, optimizer)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    ema = ModelEmaV3(unwrapped, decay=cfg.ema_decay) if cfg.ema else None
+    total = cfg.epochs * updates_per_epoch
+    warmup = min(int(round(cfg.warmup_epochs * updates_per_epoch)), total - 1)
+    # Stepped by hand per optimizer step (t_in_epochs=False): accelerate does not wrap it.
+    scheduler = CosineLRScheduler(optimizer, t_initial=total - warmup, lr_min=cfg.min_lr,
+                                  warmup_t=warmup, warmup_lr_init=cfg.min_lr, warmup_prefix=True,
+                                  t_in_epochs=False)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    def save_checkpoint() -> None:
+        path = Path(accelerator.save_state())
+        accelerator.wait_for_everyone()  # every rank's RNG state is on disk
+        if accelerator.is_main_process:
+            rundir.mark_complete(path, {"epoch": state.epoch, "batches_done": state.batches_done,
+                                        "num_updates": state.num_updates})
+            log.info("checkpoint %s (%d epochs and %d batches done)", path, state.epoch,
+                     state.batches_done)
+        accelerator.wait_for_everyone()
+
+    if cfg.resume == "auto":
+        if accelerator.is_main_process:
+            for p in rundir.remove_incomplete_checkpoints(run):
+                log.warning("removed unfinished checkpoint %s", p)
+        accelerator.wait_for_everyone()
+        latest = rundir.latest_checkpoint(run)
+        if latest is None:
+            log.info("resume=auto: no checkpoint in %s, starting afresh", run)
+        else:
+            accelerator.load_state(str(latest))
+            accelerator.project_configuration.iteration = rundir.checkpoint_dirs(run)[-1][0] + 1
+            log.info("resumed from %s: epoch %d, batch %d, update %d", latest, state.epoch + 1,
+                     state.batches_done, state.num_updates)
+
+    stats = g.attrs["channel_stats"]
+    inputs = Inputs(mean=tuple(stats["mean"]), std=tuple(stats["std"]),
+                    image_size=tuple(cfg.image_size) if cfg.image_size else None,
+                    n_frames=image_shape[-1], channels_last=cfg.channels_last)
+    train_loader = device_loader(train_ds, accelerator, cfg.loader.num_workers)
+    val_loader = device_loader(val_ds, accelerator, cfg.loader.num_workers)
+    eval_model = ema.module if ema is not None else model
+    ids = np.asarray(g["ids"][:])
+    log.info(
+        "fold %d/%d: %d train, %d validation samples; %s at %s on %d process(es) (%s, %s); "
+        "%d updates per epoch; run %s", cfg.fold, cfg.n_folds, train_ds.indices.size,
+        val_ds.indices.size, cfg.model.name, "x".join(map(str, size)), world,
+        accelerator.device, accelerator.mixed_precision, updates_per_epoch, run,
+    )
+
+    for epoch in range(state.epoch, cfg.epochs):
+        train_ds.start_batch = state.batches_done  # non-zero only right after a resume
+        train_loader.set_epoch(epoch)
+        n_batches = state.batches_done + train_ds.plan().n_batches
+        scheduler.step_update(num_updates=state.num_updates)
+        train = train_one_epoch(
+            model, train_loader, optimizer, scheduler, accelerator, state, inputs=inputs,
+            aug=cfg.augment, batch_size=cfg.batch_size, n_batches=n_batches,
+            clip_grad=cfg.clip_grad, ema=ema, ema_target=unwrapped,
+            checkpoint_every_steps=cfg.checkpoint_every_steps, save_checkpoint=save_checkpoint,
+        )
+        train_ds.start_batch = 0
+        val = evaluate(eval_model, val_loader, accelerator, inputs=inputs,
+                       batch_size=cfg.batch_size)
+        state.epoch += 1
+        state.batches_done = 0
+        state.loss_sum, state.loss_count = 0.0, 0
+        scheduler.step(state.epoch)  # no-op for a per-update schedule; timm's epoch hook
+        row = {"epoch": state.epoch, "train_loss": train["train_loss"], "val_loss": val["loss"],
+               "val_auc": val["auc"], "lr": train["lr"], "samples_per_s": train["samples_per_s"]}
+        state.history.append(row)
+        improved = val["auc"] > state.best_auc
+        if improved:
+            state.best_auc, state.best_epoch = val["auc"], state.epoch
+        if improved and accelerator.is_main_process:
+            rundir.save_weights(run / rundir.WEIGHTS_FILE,
+                                (ema.module if ema is not None else unwrapped).state_dict())
+            rundir.write_model_json(run / rundir.MODEL_FILE,
+                                    model_meta(cfg, g, state.best_epoch, state.best_auc))
+            rundir.write_oof(run / rundir.OOF_FILE, ids[val["index"]], val["target"], val["pred"])
+        save_checkpoint()
+        if accelerator.is_main_process:
+            write_history(run, state.history, cfg)
+        accelerator.print(
+            f"epoch {state.epoch}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  val_auc {row['val_auc']:.4f}  lr {row['lr']:.2e}  "
+            f"{row['samples_per_s']:.0f} samples/s  (best {state.best_auc:.4f} at epoch "
+            f"{state.best_epoch})"
+        )
+
+    if accelerator.is_main_process and state.history:
+        write_history(run, state.history, cfg)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return {"run": str(run), "best_epoch": state.best_epoch, "best_auc": state.best_auc}
+
+
+# Keys that may change between a run and its resumption without changing what it computes;
+# a change to any other key (epochs too: it stretches the cosine schedule) is reported.
+_RESUMABLE = {"resume", "loader.num_workers", "checkpoint_every_steps", "checkpoint_total_limit"}
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two ``to_dict`` configs, except _RESUMABLE."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        key = prefix + k
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, key + ".")
+        elif a != b and key not in _RESUMABLE:
+            out.append(f"{key}: {a} -> {b}")
+    return out
+
+
+def model_meta(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> dict:
+    """``model.json``: what inference needs to rebuild the model and make its inputs."""
+    meta = {
+        "model_name": cfg.model.name,
+        "model_kwargs": model_kwargs(cfg.model),
+        "image_size": list(cfg.image_size) if cfg.image_size is not None else None,
+        "channel_stats": g.attrs["channel_stats"],
+        "store_transform": g.attrs["transform"],
+        "store_config": g.attrs["config"],
+        "schema_version": g.attrs["schema_version"],
+        "fold": cfg.fold,
+        "best_epoch": best_epoch,
+        "best_auc": best_auc,
+    }
+    if "psd" in g:  # the training PSD: lets inference whiten raw strain without the store
+        meta["psd"] = np.asarray(g["psd"][:], dtype=np.float64).tolist()
+    return meta
+
+
+def write_history(run: Path, history: list[dict], cfg: TrainConfig) -> None:
+    rundir.write_history(run / rundir.HISTORY_FILE, history)
+    rundir.plot_curves(run / rundir.CURVES_FILE, history,
+                       title=f"{cfg.name} fold {cfg.fold}: {cfg.model.name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# All folds
+
+
+def fold_command(config: str | None, overrides: list[str], name: str, fold: int,
+                 env: dict) -> list[str]:
+    """The command that trains one fold with the same launch as this process (module doc)."""
+    args = ["-m", "train", *(["--config", config] if config else []), *overrides,
+            f"name={name}", f"fold={fold}"]
+    world = int(env.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return [sys.executable, *args]
+    nodes = world // int(env.get("LOCAL_WORLD_SIZE", world))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+              "--num_processes", str(world), "--num_machines", str(nodes),
+              "--machine_rank", env.get("GROUP_RANK", "0"),
+              "--main_process_ip", env.get("MASTER_ADDR", "127.0.0.1"),
+              "--main_process_port", str(int(env.get("MASTER_PORT", "29500")) + 1 + fold)]
+    if env.get("ACCELERATE_MIXED_PRECISION"):
+        launch += ["--mixed_precision", env["ACCELERATE_MIXED_PRECISION"]]
+    if env.get("ACCELERATE_DYNAMO_BACKEND"):
+        launch += ["--dynamo_backend", env["ACCELERATE_DYNAMO_BACKEND"].lower()]
+    return [*launch, *args]
+
+
+_LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+                "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR",
+                "MASTER_PORT")
+
+
+def run_all_folds(cfg: TrainConfig, config: str | None, overrides: list[str]) -> None:
+    env = dict(os.environ)
+    if int(env.get("LOCAL_RANK", "0")) != 0:
+        return  # local rank 0 re-launches every fold with all the processes
+    child_env = {k: v for k, v in env.items()
+                 if k not in _LAUNCH_VARS and not k.startswith("TORCHELASTIC_")}
+    for k in range(cfg.n_folds):
+        cmd = fold_command(config, overrides, cfg.name, k, env)
+        log.info("fold %d/%d: %s", k, cfg.n_folds, " ".join(cmd))
+        rc = subprocess.run(cmd, env=child_env).returncode
+        if rc != 0:
+            raise TrainError(f"fold {k} failed (exit status {rc}); later folds not started. "
+                             "Fix it and re-run with resume=auto to continue")
+    if int(env.get("GROUP_RANK", "0")) == 0:
+        join_oof(Path(cfg.out) / cfg.name, cfg.n_folds)
+
+
+def join_oof(run: Path, n_folds: int) -> float:
+    """Every fold's ``oof.csv`` into ``RUN/oof.csv``; returns and logs the out-of-fold AUC."""
+    ids, target, pred = [], [], []
+    for k in range(n_folds):
+        i, t, p = rundir.read_oof(run / f"fold{k}" / rundir.OOF_FILE)
+        ids += i
+        target.append(t)
+        pred.append(p)
+    target, pred = np.concatenate(target), np.concatenate(pred)
+    order = np.argsort(ids, kind="stable")
+    rundir.write_oof(run / rundir.OOF_FILE, np.array([int(ids[i], 16) for i in order], np.uint64),
+                     target[order], pred[order])
+    auc = roc_auc(target, pred)
+    log.info("%d folds: out-of-fold AUC %.4f over %d samples (%s)", n_folds, auc, len(ids),
+             run / rundir.OOF_FILE)
+    return auc
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m train", description=__doc__.split("\n")[0],
+        epilog="Example: accelerate launch -m train --config configs/train/tiny.yaml fold=0",
+    )
+    ap.add_argument("--config", help="YAML preset, e.g. configs/train/efficientnet_b0.yaml")
+    ap.add_argument("overrides", nargs="*", help="key=value (dotted for sections: model.name=...)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    try:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+        if cfg.name is None:
+            cfg.name = Path(args.config).stem if args.config else "default"
+        check(cfg)
+        if cfg.fold == "all":
+            run_all_folds(cfg, args.config, args.overrides)
+        else:
+            summary = train_fold(cfg)
+            if not math.isinf(summary["best_auc"]):
+                log.info("fold %d: best val AUC %.4f at epoch %d (%s)", cfg.fold,
+                         summary["best_auc"], summary["best_epoch"], summary["run"])
+    except (ConfigError, zstore.StoreError, TrainError, NonFiniteLoss) as e:
+        raise SystemExit(f"error: {e}") from None

@@ -1,0 +1,112 @@
+"""The training stage's config: one dataclass, YAML + ``key=value`` overrides (data.config).
+
+Flat where a key is set often from the command line (``fold=0 epochs=3 lr=1e-3``), sections
+for the model, the augmentations and the loader. Names follow the libraries: timm's
+``drop_rate``/``drop_path_rate``/``weight_decay``/``min_lr``/``warmup_epochs``/``clip_grad``,
+torchvision RandomErasing's ``scale``/``ratio``/``value`` (as ``erase_*``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from data.config import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "efficientnet_b0"  # any timm model name
+    drop_rate: float = 0.0  # dropout before the classifier
+    drop_path_rate: float = 0.0  # stochastic depth
+    pretrained_file: str | None = None  # local weights (timm pretrained_cfg_overlay file=...)
+
+
+@dataclass
+class AugmentConfig:
+    erase_p: float = 0.0  # probability that a sample gets erased patches
+    erase_count: int = 18  # patches per erased sample
+    erase_scale: tuple[float, float] = (0.001, 0.004)  # patch area / image area
+    erase_ratio: tuple[float, float] = (0.3, 3.3)  # patch height / width, log-uniform
+    erase_value: float = 0.0  # fill, in normalised units (0 = channel mean)
+    swap_p: float = 0.0  # probability of exchanging the H1 and L1 rows
+    shift_p: float = 0.0  # probability of a circular time shift
+    max_shift: int = 0  # largest shift, CQT frames either way
+
+
+@dataclass
+class LoaderConfig:
+    num_workers: int = 2  # DataLoader worker processes (0 = read in the training process)
+    shuffle_buffer_chunks: int = 8  # store chunks whose samples are shuffled together
+
+
+@dataclass
+class TrainConfig:
+    store: str = "cache/train.zarr"  # the preprocessed training store
+    name: str | None = None  # run name; None = the config file's name (tiny.yaml -> tiny)
+    out: str = "runs"  # runs land in OUT/NAME/fold{k}/
+    model: ModelConfig = field(default_factory=ModelConfig)
+    image_size: tuple[int, int] | None = None  # (H, W) to resize to; None = native CQT size
+    n_folds: int = 5
+    fold: int | Literal["all"] = 0  # "all": every fold, one subprocess each, in turn
+    fold_seed: int = 42  # seed of the stratified fold assignment
+    epochs: int = 10
+    batch_size: int = 64  # per process
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0  # linear warm-up from min_lr, in epochs (fractions allowed)
+    min_lr: float = 1e-6  # cosine floor
+    grad_accum: int = 1  # batches per optimizer step
+    clip_grad: float | None = None  # max gradient norm; None = no clipping
+    ema: bool = False  # keep an exponential moving average of the weights (timm ModelEmaV3)
+    ema_decay: float = 0.999  # per optimizer step
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps; 0 = per epoch only
+    checkpoint_total_limit: int | None = 2  # checkpoints kept per fold (oldest deleted); >= 2
+    resume: Literal["auto"] | None = None  # "auto": continue from the newest checkpoint
+    seed: int = 0  # model init, data order and augmentations
+
+
+def check(cfg: TrainConfig) -> None:
+    """Value checks the types cannot express; ConfigError names the key."""
+
+    def need(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {why}")
+
+    need(cfg.n_folds >= 2, "n_folds", f"must be at least 2, got {cfg.n_folds}")
+    if cfg.fold != "all":
+        need(0 <= cfg.fold < cfg.n_folds, "fold",
+             f"{cfg.fold} is not a fold of n_folds={cfg.n_folds} (0..{cfg.n_folds - 1} or all)")
+    need(cfg.epochs >= 1, "epochs", f"must be at least 1, got {cfg.epochs}")
+    need(cfg.batch_size >= 2, "batch_size", f"must be at least 2 (BatchNorm), got {cfg.batch_size}")
+    need(cfg.grad_accum >= 1, "grad_accum", f"must be at least 1, got {cfg.grad_accum}")
+    need(cfg.lr > 0, "lr", f"must be positive, got {cfg.lr}")
+    need(0 <= cfg.min_lr <= cfg.lr, "min_lr", f"must be in [0, lr], got {cfg.min_lr}")
+    need(cfg.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {cfg.warmup_epochs}")
+    need(cfg.clip_grad is None or cfg.clip_grad > 0, "clip_grad", "must be positive or null")
+    need(0 < cfg.ema_decay < 1, "ema_decay", f"must be in (0, 1), got {cfg.ema_decay}")
+    need(cfg.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0")
+    # accelerate deletes the oldest checkpoint *before* writing the new one: with a limit of 1
+    # a kill during the save would leave nothing to resume from.
+    need(cfg.checkpoint_total_limit is None or cfg.checkpoint_total_limit >= 2,
+         "checkpoint_total_limit", f"must be at least 2 or null, got {cfg.checkpoint_total_limit}")
+    need(cfg.image_size is None or min(cfg.image_size) >= 1, "image_size", "must be positive")
+    need(cfg.loader.num_workers >= 0, "loader.num_workers", "must be >= 0")
+    need(cfg.loader.shuffle_buffer_chunks >= 1, "loader.shuffle_buffer_chunks", "must be >= 1")
+    a = cfg.augment
+    for key in ("erase_p", "swap_p", "shift_p"):
+        p = getattr(a, key)
+        need(0 <= p <= 1, f"augment.{key}", f"must be a probability, got {p}")
+    need(a.erase_count >= 0, "augment.erase_count", "must be >= 0")
+    need(0 < a.erase_scale[0] <= a.erase_scale[1] < 1, "augment.erase_scale",
+         f"must be 0 < lo <= hi < 1, got {list(a.erase_scale)}")
+    need(0 < a.erase_ratio[0] <= a.erase_ratio[1], "augment.erase_ratio",
+         f"must be 0 < lo <= hi, got {list(a.erase_ratio)}")
+    need(a.max_shift >= 0, "augment.max_shift", "must be >= 0")
+    if cfg.name is not None:
+        need(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."), "name",
+             f"{cfg.name!r} is not a directory name")

@@ -1,0 +1,147 @@
+"""The run directory: what training leaves for inference, and its checkpoints.
+
+``OUT/NAME/fold{k}/``::
+
+    config.yaml        the resolved TrainConfig
+    checkpoints/       accelerate ``save_state`` dirs checkpoint_<i>/, at most
+                       ``checkpoint_total_limit``; each gets a COMPLETE file once every rank
+                       has written its part (a killed save leaves none and is never resumed)
+    best.safetensors   the best epoch's weights (EMA weights when ``ema`` is on):
+                       ``timm.create_model(model_name, **model_kwargs)`` loads them strictly
+    model.json         model_name, model_kwargs, image_size, channel_stats, store_transform,
+                       store_config, schema_version, fold, best_epoch, best_auc, psd
+    oof.csv            id,target,pred of the held-out fold at the best epoch (pred = probability)
+    history.csv        epoch,train_loss,val_loss,val_auc,lr,samples_per_s (epoch 1 = first pass)
+    curves.png         loss, validation AUC and learning rate per epoch
+
+``fold=all`` adds ``OUT/NAME/oof.csv`` (every fold's out-of-fold predictions) at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from data import layout
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINTS = "checkpoints"
+COMPLETE = "COMPLETE"
+WEIGHTS_FILE = "best.safetensors"
+MODEL_FILE = "model.json"
+OOF_FILE = "oof.csv"
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "curves.png"
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc", "lr", "samples_per_s")
+
+_CHECKPOINT = re.compile(r"checkpoint_(\d+)")
+
+
+def fold_dir(out: str | Path, name: str, fold: int) -> Path:
+    return Path(out) / name / f"fold{fold}"
+
+
+def checkpoint_dirs(run: Path) -> list[tuple[int, Path, bool]]:
+    """(number, path, complete) of every ``checkpoints/checkpoint_<i>``, oldest first."""
+    root = Path(run) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _CHECKPOINT.fullmatch(p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p, (p / COMPLETE).is_file()))
+    return sorted(found)
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    complete = [p for _, p, ok in checkpoint_dirs(run) if ok]
+    return complete[-1] if complete else None
+
+
+def remove_incomplete_checkpoints(run: Path) -> list[Path]:
+    """Delete checkpoint dirs without COMPLETE (a save cut short by a kill); returns them."""
+    removed = [p for _, p, ok in checkpoint_dirs(run) if not ok]
+    for p in removed:
+        shutil.rmtree(p)
+    return removed
+
+
+def mark_complete(checkpoint: Path, summary: dict) -> None:
+    (Path(checkpoint) / COMPLETE).write_text(json.dumps(summary) + "\n")
+
+
+def _replace(path: Path, write) -> None:
+    """``write(tmp)`` then rename over ``path``: a reader never sees a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_weights(path: Path, state_dict: dict) -> None:
+    """A model's state_dict as safetensors (CPU, contiguous), replaced atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    _replace(path, lambda tmp: save_file(tensors, tmp))
+
+
+def write_model_json(path: Path, meta: dict) -> None:
+    _replace(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n"))
+
+
+def write_oof(path: Path, ids: np.ndarray, target: np.ndarray, pred: np.ndarray) -> None:
+    """``id,target,pred`` with hex ids (``ids`` as stored: uint64)."""
+    with Path(path).open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "target", "pred"])
+        for sid, t, p in zip(layout.int_to_id(ids), target, pred):
+            w.writerow([sid, int(t), f"{float(p):.7g}"])
+
+
+def read_oof(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return ([r["id"] for r in rows], np.array([int(r["target"]) for r in rows]),
+            np.array([float(r["pred"]) for r in rows]))
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    with Path(path).open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        w.writeheader()
+        for row in history:
+            w.writerow({k: row[k] for k in HISTORY_COLUMNS})
+
+
+def plot_curves(path: Path, history: list[dict], title: str = "") -> None:
+    """Loss (train and validation), validation AUC and learning rate against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epoch = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
+    axes[0].plot(epoch, [h["train_loss"] for h in history], "o-", label="train")
+    axes[0].plot(epoch, [h["val_loss"] for h in history], "o-", label="validation")
+    axes[0].set_ylabel("BCE loss")
+    axes[0].legend()
+    axes[1].plot(epoch, [h["val_auc"] for h in history], "o-", color="tab:green")
+    axes[1].set_ylabel("validation AUC")
+    axes[2].plot(epoch, [h["lr"] for h in history], "o-", color="tab:red")
+    axes[2].set_ylabel("learning rate")
+    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
