@@ -1,7 +1,9 @@
 """The whole system on a small synthetic data set, in a few minutes on a CPU.
 
     python -m infer.demo [--out runs/demo] [--work demo-data] [--n-train 3000] [--n-test 1000]
-                         [--epochs 6] [--snr uniform:2,16] [--seed 0] [--jobs 2] [train overrides]
+                         [--epochs E] [--snr uniform:2,16] [--seed 0] [--jobs 2]
+                         [--train-config configs/train/tiny.yaml] [--preprocess-config F]
+                         [train overrides]
 
 1. ``data.synth.generate``: ``--n-train`` + ``--n-test`` samples in the Kaggle layout under
    ``WORK/data`` (with ``truth.csv``: every label, SNR and the matched-filter oracle).
@@ -66,12 +68,14 @@ def loudest_signal(truth_csv: Path, split: str = "test") -> dict:
     return max(rows, key=lambda r: float(r["snr"]))
 
 
-def train_command(store: Path, run_dir: Path, epochs: int, overrides: list[str]) -> list[str]:
-    """The training subprocess: tiny config, fold 0 only, ``epochs`` epochs, into ``run_dir``."""
+def train_command(store: Path, run_dir: Path, epochs: int | None, overrides: list[str],
+                  config: Path = TRAIN_CONFIG) -> list[str]:
+    """The training subprocess: ``config`` on fold 0 only, into ``run_dir``; ``epochs`` None
+    keeps the config's own."""
     return [
-        sys.executable, "-m", "train", "--config", str(TRAIN_CONFIG), f"store={store}",
-        f"out={run_dir.parent}", f"name={run_dir.name}", "fold=0", f"epochs={epochs}",
-        *overrides,
+        sys.executable, "-m", "train", "--config", str(config), f"store={store}",
+        f"out={run_dir.parent}", f"name={run_dir.name}", "fold=0",
+        *([f"epochs={epochs}"] if epochs is not None else []), *overrides,
     ]
 
 
@@ -80,12 +84,14 @@ def run_demo(
     work: str | Path = "demo-data",
     n_train: int = 3000,
     n_test: int = 1000,
-    epochs: int = 6,
+    epochs: int | None = None,
     snr: str = "uniform:2,16",
     seed: int = 0,
     jobs: int | None = None,
     train_overrides: list[str] = (),
     progress: bool = True,
+    train_config: str | Path = TRAIN_CONFIG,
+    preprocess_config: str | Path | None = None,
 ) -> dict:
     """Run the four stages and draw the pictures; returns the report (also ``OUT/report.json``)."""
     from data.config import load_config
@@ -107,14 +113,15 @@ def run_demo(
         synth = generate(data, n_train, n_test, seed, snr=snr, jobs=jobs, overwrite=True,
                          progress=progress)
     with _stage("preprocess", seconds):
-        pcfg = load_config(PreprocessConfig)
+        pcfg = load_config(PreprocessConfig, preprocess_config)
         pipeline.run(data, cache, pcfg, splits=("train", "test"), overwrite=True,
                      progress=progress)
     with _stage("train", seconds):
         if run_dir.exists():  # a previous demo's run: training refuses to mix into it
             log.info("demo: replacing %s", run_dir)
             shutil.rmtree(run_dir)
-        cmd = train_command(cache / "train.zarr", run_dir, epochs, list(train_overrides))
+        cmd = train_command(cache / "train.zarr", run_dir, epochs, list(train_overrides),
+                            Path(train_config))
         log.info("demo: %s", " ".join(cmd))
         subprocess.run(cmd, check=True)
     with _stage("infer", seconds):
@@ -138,7 +145,8 @@ def run_demo(
         "n_train": n_train,
         "n_test": n_test,
         "snr": synth["snr"],
-        "epochs": epochs,
+        "epochs": len(_read_history(run_dir / "fold0")),
+        "train_config": str(train_config),
         "seed": seed,
         "auc_by_snr": metrics["snr_bins"],
         "metrics": {k: metrics[k]
@@ -159,6 +167,13 @@ def run_demo(
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _read_history(fold_dir: Path) -> list[dict]:
+    import csv
+
+    with (fold_dir / "history.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def format_report(report: dict) -> str:
@@ -186,7 +201,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--work", type=Path, default=Path("demo-data"), help="data set and cache")
     ap.add_argument("--n-train", type=int, default=3000)
     ap.add_argument("--n-test", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the train config's")
+    ap.add_argument("--train-config", type=Path, default=TRAIN_CONFIG)
+    ap.add_argument("--preprocess-config", type=Path, default=None,
+                    help="default: the PreprocessConfig defaults (= configs/preprocess/default.yaml)")
     ap.add_argument("--snr", default="uniform:2,16", help="signal SNR spec (data.synth)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=None, help="synth processes (default: all cores)")
@@ -195,7 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = run_demo(args.out, args.work, args.n_train, args.n_test, args.epochs, args.snr,
-                      args.seed, args.jobs, args.train_overrides, progress=not args.quiet)
+                      args.seed, args.jobs, args.train_overrides, progress=not args.quiet,
+                      train_config=args.train_config, preprocess_config=args.preprocess_config)
     print(format_report(report))
     return report
 
