@@ -45,7 +45,7 @@ from preprocess.config import PreprocessConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_BYTES = 128 + 3 * layout.N_TIME * 8  # one G2Net .npy file
-PRESETS = {"default": None, "seed": REPO / "configs" / "preprocess" / "seed.yaml"}
+PRESETS = {name: REPO / "configs" / "preprocess" / f"{name}.yaml" for name in ("default", "seed")}
 
 
 def du(path: Path) -> int:

@@ -45,7 +45,7 @@ import torch
 import yaml
 
 from data import store as zstore
-from data.config import ConfigError, load_config, save_config, to_dict
+from data.config import ConfigError, dict_diff, load_config, save_config, to_dict
 from data.loader import StoreBlocks
 from data.metrics import roc_auc
 from train import rundir
@@ -335,17 +335,9 @@ def train_fold(cfg: TrainConfig) -> dict:
 _RESUMABLE = {"resume", "loader.num_workers", "checkpoint_every_steps", "checkpoint_total_limit"}
 
 
-def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+def config_changes(old: dict, new: dict) -> list[str]:
     """Dotted keys whose values differ between two ``to_dict`` configs, except _RESUMABLE."""
-    out = []
-    for k in sorted(set(old) | set(new)):
-        key = prefix + k
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_changes(a, b, key + ".")
-        elif a != b and key not in _RESUMABLE:
-            out.append(f"{key}: {a} -> {b}")
-    return out
+    return [f"{k}: {a} -> {b}" for k, a, b in dict_diff(old, new) if k not in _RESUMABLE]
 
 
 def model_meta(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> dict:
