@@ -120,7 +120,8 @@ def run_demo(
         if run_dir.exists():  # a previous demo's run: training refuses to mix into it
             log.info("demo: replacing %s", run_dir)
             shutil.rmtree(run_dir)
-        cmd = train_command(cache / "train.zarr", run_dir, epochs, list(train_overrides),
+        quiet = [] if progress else ["progress=false"]
+        cmd = train_command(cache / "train.zarr", run_dir, epochs, [*quiet, *train_overrides],
                             Path(train_config))
         log.info("demo: %s", " ".join(cmd))
         subprocess.run(cmd, check=True)

@@ -293,6 +293,7 @@ def train_fold(cfg: TrainConfig) -> dict:
             aug=cfg.augment, batch_size=cfg.batch_size, n_batches=n_batches,
             clip_grad=cfg.clip_grad, ema=ema, ema_target=unwrapped,
             checkpoint_every_steps=cfg.checkpoint_every_steps, save_checkpoint=save_checkpoint,
+            progress=cfg.progress,
         )
         train_ds.start_batch = 0
         val = evaluate(eval_model, val_loader, accelerator, inputs=inputs,
@@ -332,7 +333,8 @@ def train_fold(cfg: TrainConfig) -> dict:
 
 # Keys that may change between a run and its resumption without changing what it computes;
 # a change to any other key (epochs too: it stretches the cosine schedule) is reported.
-_RESUMABLE = {"resume", "loader.num_workers", "checkpoint_every_steps", "checkpoint_total_limit"}
+_RESUMABLE = {"resume", "loader.num_workers", "checkpoint_every_steps", "checkpoint_total_limit",
+              "progress"}
 
 
 def config_changes(old: dict, new: dict) -> list[str]:

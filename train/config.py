@@ -68,6 +68,7 @@ class TrainConfig:
     checkpoint_total_limit: int | None = 2  # checkpoints kept per fold (oldest deleted); >= 2
     resume: Literal["auto"] | None = None  # "auto": continue from the newest checkpoint
     seed: int = 0  # model init, data order and augmentations
+    progress: bool = True  # a tqdm bar per epoch on the main process (false for logs/CI)
 
 
 def check(cfg: TrainConfig) -> None:
