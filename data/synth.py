@@ -63,11 +63,11 @@ from pathlib import Path
 import lal
 import numpy as np
 import yaml
-from scipy.stats import rankdata
 from tqdm import tqdm
 
 from data import synth_physics as physics
 from data.layout import DETECTORS, LABEL_FILES, SPLITS, sample_path, write_labels
+from data.metrics import roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -275,14 +275,6 @@ def _write_sample(item: PlannedSample, out: Path, snr: SNRDistribution) -> list[
     return _truth_row(item, sample)
 
 
-def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC by the rank (Mann-Whitney) formula; ties count half."""
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    ranks = rankdata(scores)
-    return float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def _check_args(out: Path, n_train: int, n_test: int, seed: int, jobs: int, overwrite: bool):
     for name, value in (("n_train", n_train), ("n_test", n_test), ("seed", seed), ("jobs", jobs)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -380,7 +372,7 @@ def generate(
         jobs=jobs,
         seconds=seconds,
         samples_per_s=len(planned) / seconds if seconds > 0 else float("inf"),
-        oracle_auc=_auc(oracle, labels),
+        oracle_auc=roc_auc(labels, oracle),
     )
     log.info(
         "wrote %d train + %d test samples to %s in %.1f s (%.0f samples/s); oracle AUC %.4f",

@@ -98,7 +98,7 @@ def run_demo(
     from data.synth import generate
     from infer.cli import run as infer_run
     from infer.config import InferConfig
-    from infer.plots import cqt_preview, plot_curves
+    from infer.plots import cqt_preview, plot_curves, read_history
     from preprocess import pipeline
     from preprocess.config import PreprocessConfig
 
@@ -146,7 +146,7 @@ def run_demo(
         "n_train": n_train,
         "n_test": n_test,
         "snr": synth["snr"],
-        "epochs": len(_read_history(run_dir / "fold0")),
+        "epochs": len(read_history(run_dir / "fold0" / "history.csv")["epoch"]),
         "train_config": str(train_config),
         "seed": seed,
         "auc_by_snr": metrics["snr_bins"],
@@ -168,13 +168,6 @@ def run_demo(
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _read_history(fold_dir: Path) -> list[dict]:
-    import csv
-
-    with (fold_dir / "history.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def format_report(report: dict) -> str:

@@ -294,6 +294,20 @@ class CQT(nn.Module):
     ``"grouped"`` and ``"fft"`` are pure tensor code and run on any device.
     """
 
+    @classmethod
+    def from_config(cls, cqt_cfg, impl: str | None = None) -> "CQT":
+        """Build from a ``CQTConfig``; ``impl`` overrides the config's implementation."""
+        return cls(
+            sample_rate=SAMPLE_RATE,
+            fmin=cqt_cfg.fmin,
+            fmax=cqt_cfg.fmax,
+            hop_length=cqt_cfg.hop_length,
+            bins_per_octave=cqt_cfg.bins_per_octave,
+            filter_scale=cqt_cfg.filter_scale,
+            window=cqt_cfg.window,
+            impl=impl or cqt_cfg.impl,
+        )
+
     def __init__(
         self,
         sample_rate: int = SAMPLE_RATE,
@@ -465,16 +479,7 @@ class Transform(nn.Module):
         """Build from ``WhitenConfig``, ``CQTConfig`` and a (3, n_freq) float64 PSD."""
         whiten = Whiten(psd, alpha=whiten_cfg.alpha, highpass=whiten_cfg.highpass,
                         lowpass=whiten_cfg.lowpass, sample_rate=SAMPLE_RATE)
-        cqt = CQT(
-            sample_rate=SAMPLE_RATE,
-            fmin=cqt_cfg.fmin,
-            fmax=cqt_cfg.fmax,
-            hop_length=cqt_cfg.hop_length,
-            bins_per_octave=cqt_cfg.bins_per_octave,
-            filter_scale=cqt_cfg.filter_scale,
-            window=cqt_cfg.window,
-            impl=cqt_cfg.impl,
-        )
+        cqt = CQT.from_config(cqt_cfg)
         return cls(whiten, cqt)
 
     @property

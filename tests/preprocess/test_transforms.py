@@ -244,18 +244,6 @@ def test_whiten_rejects_zero_psd_in_band(psd):
 # ------------------------------------------------------------------------------------ CQT
 
 
-def _cqt_kwargs(cqt_cfg: CQTConfig) -> dict:
-    return dict(
-        sample_rate=FS,
-        fmin=cqt_cfg.fmin,
-        fmax=cqt_cfg.fmax,
-        hop_length=cqt_cfg.hop_length,
-        bins_per_octave=cqt_cfg.bins_per_octave,
-        filter_scale=cqt_cfg.filter_scale,
-        window=cqt_cfg.window,
-    )
-
-
 def _direct_float64(nnaudio_cqt, x: torch.Tensor) -> torch.Tensor:
     """nnAudio's arithmetic (reflect pad, full-width conv, sqrt(length)) in float64."""
     b, c, n_time = x.shape
@@ -280,15 +268,14 @@ def test_cqt_matches_nnaudio(preset, signal):
     against float64 too.
     """
     _, cqt_cfg, shape = PRESETS[preset]
-    kwargs = _cqt_kwargs(cqt_cfg)
     x = chirp(2, seed=3) if signal == "chirp" else torch.randn(2, 3, N_TIME)
-    ref_module = CQT(impl="nnaudio", **kwargs)
+    ref_module = CQT.from_config(cqt_cfg, impl="nnaudio")
     with torch.no_grad():
         ref = ref_module(x)
         exact = _direct_float64(ref_module.cqt, x)
         assert ref.shape == (2, *shape)
         for impl in ("grouped", "fft"):
-            out = CQT(impl=impl, **kwargs)(x)
+            out = CQT.from_config(cqt_cfg, impl=impl)(x)
             assert out.shape == ref.shape and out.dtype == torch.float32
             for name, target in (("nnaudio", ref), ("float64", exact)):
                 err = (out.double() - target.double()).abs()
@@ -302,12 +289,12 @@ def test_cqt_matches_nnaudio(preset, signal):
 
 def test_cqt_other_lengths_and_float64_input():
     """Any input length works (FFT kernels are rebuilt for it); float64 input is cast."""
-    kwargs = _cqt_kwargs(PRESETS["default"][1])
-    ref_module = CQT(impl="nnaudio", **kwargs)
+    cqt_cfg = PRESETS["default"][1]
+    ref_module = CQT.from_config(cqt_cfg, impl="nnaudio")
     x = torch.randn(1, 2, 3000, dtype=torch.float64)
     ref = ref_module(x.float())
     for impl in ("grouped", "fft"):
-        module = CQT(impl=impl, **kwargs)
+        module = CQT.from_config(cqt_cfg, impl=impl)
         out = module(x)
         assert out.shape == (1, 2, *module.output_shape(3000)) == ref.shape
         assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
@@ -316,7 +303,7 @@ def test_cqt_other_lengths_and_float64_input():
 @pytest.mark.parametrize("impl", IMPLS)
 def test_cqt_ignores_autocast(impl):
     """Mixed precision in the caller (accelerate) must not change the images."""
-    module = CQT(impl=impl, **_cqt_kwargs(PRESETS["default"][1]))
+    module = CQT.from_config(PRESETS["default"][1], impl=impl)
     x = torch.randn(1, 3, N_TIME)
     with torch.no_grad():
         ref = module(x)
