@@ -14,7 +14,6 @@ One untimed forward pass of a batch of zeros warms each model up.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -24,11 +23,11 @@ import numpy as np
 import timm
 import torch
 from accelerate import Accelerator
-from safetensors.torch import save_file
 
 from data import layout
 from data import store as zstore
 from data.config import to_dict
+from data.modelcard import ModelCard, write_fold
 from infer.config import InferConfig
 from infer.predict import (
     build_transform,
@@ -38,7 +37,7 @@ from infer.predict import (
     raw_inputs,
     store_inputs,
 )
-from preprocess.config import PreprocessConfig, transform_dict
+from preprocess.config import PreprocessConfig, transform_identity
 from preprocess.transforms import Transform, estimate_psd
 
 
@@ -47,8 +46,7 @@ def make_inputs(root: Path, n: int, raw: bool):
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 1e-21, size=(64, 3, layout.N_TIME))
     psd = estimate_psd(noise, cfg.whiten.alpha)
-    transform = {**transform_dict(cfg), "psd_sha256": zstore.psd_sha256(psd),
-                 "sample_rate": layout.SAMPLE_RATE}
+    transform = transform_identity(cfg, zstore.psd_sha256(psd))
     shape = Transform.from_config(cfg.whiten, cfg.cqt, psd).image_shape
     ids = sorted(f"{int(v):010x}" for v in rng.choice(16**10, n, replace=False))
     g = zstore.create(root / "test.zarr", split="test", ids=layout.id_to_int(ids),
@@ -69,16 +67,15 @@ def make_inputs(root: Path, n: int, raw: bool):
 
 
 def make_run(fold_dir: Path, model_name: str, cfg, transform, stats, psd) -> None:
-    fold_dir.mkdir(parents=True)
+    """An untrained fold of ``model_name`` whose card describes the bench's store."""
     model = timm.create_model(model_name, pretrained=False, num_classes=1, in_chans=3)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              fold_dir / "best.safetensors")
-    (fold_dir / "model.json").write_text(json.dumps({
-        "model_name": model_name, "model_kwargs": {}, "image_size": None,
-        "channel_stats": stats, "store_transform": transform, "store_config": to_dict(cfg),
-        "schema_version": zstore.SCHEMA_VERSION, "fold": 0, "best_epoch": 0, "best_auc": 0.5,
-        "psd": psd.tolist(),
-    }))
+    card = ModelCard(
+        model_name=model_name, model_kwargs={"num_classes": 1, "in_chans": 3}, input="images",
+        image_size=None, channel_stats=stats, transform=transform,
+        preprocess_config=to_dict(cfg), psd=psd.tolist(),
+        psd_df=layout.SAMPLE_RATE / layout.N_TIME, store_schema_version=zstore.SCHEMA_VERSION,
+        weights_sha256="", fold=0, best_epoch=0, best_auc=0.5, n_folds=5, fold_seed=42)
+    write_fold(fold_dir, card, model.state_dict())
 
 
 def time_predict(folds, inputs, cfg, shape, transform=None) -> float:

@@ -26,6 +26,7 @@ import yaml
 
 from data import layout
 from data.config import ConfigError, load_config, to_dict
+from data.modelcard import CardError
 from data.store import StoreError
 from infer.config import InferConfig
 from infer.predict import (
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
             sample_submission=args.sample_submission, truth=args.truth,
             accelerator=accelerator, progress=not args.quiet,
         )
-    except (InferError, StoreError, layout.DataError, ConfigError) as e:
+    except (InferError, StoreError, layout.DataError, ConfigError, CardError) as e:
         ap.exit(2, f"{ap.prog}: error: {e}\n")
     accelerator.print(
         f"{summary['n']} predictions ({summary['n_invalid']} invalid -> 0.5) from "

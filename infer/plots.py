@@ -114,23 +114,22 @@ def preview_transform(cache: str | Path | None = None, run: str | Path | None = 
 
     from data import store as zstore
     from data.config import from_dict
-    from infer.predict import Fold, build_transform, read_meta
+    from data.modelcard import read_card
+    from infer.predict import Fold, build_transform
     from preprocess.config import PreprocessConfig
     from preprocess.transforms import Transform
 
     if run is not None:
-        fold = Fold(path=Path(run), meta=read_meta(Path(run)), model=torch.nn.Identity())
-        return build_transform(fold), fold.transform
+        fold = Fold(path=Path(run), card=read_card(Path(run)), model=torch.nn.Identity())
+        return build_transform(fold), fold.card.transform
     if cache is None:
         raise ValueError("give --cache (a preprocessed cache) or --run (a trained fold)")
     path = Path(cache)
     if not (path / "zarr.json").is_file():
         path = path / "train.zarr"
     g = zstore.open_store(path)
-    if "psd" not in g:
-        raise ValueError(f"{path}: no 'psd' array: the preview needs the train store's PSD")
     cfg = from_dict(PreprocessConfig, dict(g.attrs["config"]))
-    psd = np.asarray(g["psd"][:], dtype=np.float64)
+    psd = zstore.read_psd(g)  # checked against the store's recorded hash
     return Transform.from_config(cfg.whiten, cfg.cqt, psd), dict(g.attrs["transform"])
 
 

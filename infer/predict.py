@@ -1,11 +1,9 @@
 """Batch prediction with fold ensembles and test-time augmentation.
 
-A *run directory* (``runs/NAME/fold{k}/``, written by training) holds ``best.safetensors`` (the
-timm model's state_dict) and ``model.json``: ``model_name``, ``model_kwargs``, ``image_size``,
-``channel_stats``, ``store_transform`` (the store's ``transform`` attribute: whiten + cqt
-config, ``psd_sha256``, ``sample_rate``), ``store_config`` (the full preprocessing config),
-``schema_version`` (of the store it was trained on), ``fold``, ``best_epoch``, ``best_auc`` and
-``psd`` (the training PSD, 3 lists of floats in 1/Hz; only the raw-data path needs it).
+A *fold directory* (``runs/NAME/fold{k}/``, written by training) holds ``best.safetensors``
+(the timm model's state_dict) and ``model.json``, its model card (:mod:`data.modelcard`):
+the model, its input kind, channel statistics, the transform identity and config of the
+store it was trained on, the training PSD and the weights' SHA-256.
 
 Inputs are either a finished image store (:func:`store_inputs`) or the raw ``.npy`` files of a
 Kaggle-layout split (:func:`raw_inputs`), which are whitened and CQT'd on the device with the
@@ -13,9 +11,11 @@ transform recorded in ``model.json`` and never written to disk. Either way every
 float16 |CQT| images, normalised by :func:`data.images.prepare_images` exactly as in training;
 TTA views act on the normalised images, where training's augmentations act.
 
-A model is only used on images made the way its training images were: :func:`check_store` and
-:func:`check_folds` raise :class:`MismatchError` naming every key that differs, e.g.
-``cqt.hop_length: model 32, store 16``.
+A model is only used on images made the way its training images were: :func:`load_fold`
+refuses a card whose transform this code would not make from its config (another transform
+version) and weights whose hash is not the card's; :func:`check_store` and :func:`check_folds`
+raise :class:`MismatchError` naming every key that differs, e.g. ``cqt.hop_length: model 32,
+store 16``.
 
 Invalid samples (``valid`` False in the store: skipped as bad input by preprocessing; a raw
 file that :func:`data.layout.load_sample` rejects; an image that overflows float16) get the
@@ -36,24 +36,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from data import layout
 from data import store as zstore
-from data.config import MISSING, dict_diff, format_diff
+from data.config import dict_diff, format_diff, from_dict
 from data.images import prepare_images
 from data.loader import StoreBlocks, batches, plan_epoch
 from data.metrics import average_ranks
+from data.modelcard import CARD_FILE, WEIGHTS_FILE, ModelCard, read_card, verify_weights
 from infer.config import InferConfig
+from preprocess.config import PreprocessConfig, identity_drift, identity_for
 
 log = logging.getLogger(__name__)
 
 INVALID_TARGET = 0.5
-MODEL_FILE = "model.json"
-WEIGHTS_FILE = "best.safetensors"
 
 
 class InferError(ValueError):
@@ -73,7 +72,7 @@ class Fold:
     """One trained model of the ensemble and what it needs to see its inputs as in training."""
 
     path: Path  # the fold directory
-    meta: dict  # model.json
+    card: ModelCard
     model: torch.nn.Module = field(repr=False)
 
     @property
@@ -81,8 +80,11 @@ class Fold:
         return str(self.path)
 
     @property
-    def transform(self) -> dict:
-        return self.meta["store_transform"]
+    def identity(self) -> dict:
+        """The part of the training store's transform identity this model's input depends on,
+        with the store's schema version."""
+        return {"store_schema_version": self.card.store_schema_version,
+                **identity_for(self.card.transform, self.card.input)}
 
 
 def _fold_number(path: Path) -> int:
@@ -127,82 +129,80 @@ def find_checkpoints(runs: str | Path | None, checkpoints: list[str] = ()) -> li
     return found
 
 
-def read_meta(fold_dir: Path) -> dict:
-    path = Path(fold_dir) / MODEL_FILE
-    if not path.is_file():
-        raise InferError(f"{path}: missing (every checkpoint needs its model.json)")
-    meta = json.loads(path.read_text())
-    required = ("model_name", "model_kwargs", "image_size", "channel_stats", "store_transform",
-                "store_config", "schema_version")
-    missing = [k for k in required if k not in meta]
-    if missing:
-        raise InferError(f"{path}: missing key(s) {', '.join(missing)}")
-    return meta
-
-
 def load_fold(fold_dir: str | Path) -> Fold:
-    """Read ``model.json``, build the timm model, load ``best.safetensors`` strictly; eval mode."""
+    """Read the model card, check the weights' hash, build the timm model and load the weights
+    strictly; eval mode. CardError / MismatchError / InferError name the file and the cause."""
     import timm
     from safetensors.torch import load_file
 
     fold_dir = Path(fold_dir)
-    meta = read_meta(fold_dir)
-    if meta["schema_version"] != zstore.SCHEMA_VERSION:
+    card = read_card(fold_dir / CARD_FILE)
+    card_path = fold_dir / CARD_FILE
+    if card.store_schema_version != zstore.SCHEMA_VERSION:
         raise MismatchError(
-            f"{fold_dir}: schema_version: model {meta['schema_version']}, "
-            f"this code {zstore.SCHEMA_VERSION}; re-train or use the matching code version"
+            f"{card_path}: store_schema_version: model {card.store_schema_version}, this code "
+            f"{zstore.SCHEMA_VERSION}; re-train or use the matching code version"
         )
-    # model_kwargs is everything timm.create_model needs besides the name (training writes
-    # num_classes and in_chans there too); one logit from the 3 detector rows is the contract.
-    kwargs = {"num_classes": 1, "in_chans": 3, **meta["model_kwargs"]}
-    if (kwargs["num_classes"], kwargs["in_chans"]) != (1, 3):
-        raise InferError(f"{fold_dir / MODEL_FILE}: model_kwargs must give num_classes 1 and "
-                         f"in_chans 3, got {kwargs['num_classes']} and {kwargs['in_chans']}")
-    model = timm.create_model(meta["model_name"], pretrained=False, **kwargs)
+    drift = identity_drift(card.transform, card.preprocess_config)
+    if drift:
+        raise MismatchError(f"{card_path}: trained on inputs made by another version of the "
+                            f"transform: {format_diff(drift, 'model', 'this code')}; re-train")
+    # One logit from the 3 detector rows is the contract.
+    kwargs = card.model_kwargs
+    if (kwargs.get("num_classes"), kwargs.get("in_chans")) != (1, 3):
+        raise InferError(f"{card_path}: model_kwargs must give num_classes 1 and in_chans 3, "
+                         f"got {kwargs.get('num_classes')} and {kwargs.get('in_chans')}")
+    weights = fold_dir / WEIGHTS_FILE
+    verify_weights(card, weights)
+    model = timm.create_model(card.model_name, pretrained=False, **kwargs)
     try:
-        model.load_state_dict(load_file(fold_dir / WEIGHTS_FILE, device="cpu"), strict=True)
+        model.load_state_dict(load_file(weights, device="cpu"), strict=True)
     except RuntimeError as e:
-        raise InferError(
-            f"{fold_dir / WEIGHTS_FILE}: weights do not fit {meta['model_name']}: {e}"
-        ) from None
+        raise InferError(f"{weights}: weights do not fit {card.model_name}: {e}") from None
     model.eval()
-    return Fold(path=fold_dir, meta=meta, model=model)
+    return Fold(path=fold_dir, card=card, model=model)
 
 
 # ---------------------------------------------------------------------------------------------
 # Consistency checks
 
 def check_folds(folds: list[Fold]) -> None:
-    """All folds must read the same images: same transform (incl. PSD hash) and schema version.
+    """All folds must read the same inputs: the same transform identity (the PSD's hash
+    included) and store schema, as far as each model's input kind depends on them.
 
-    Folds may differ in architecture, image size and channel statistics: each model gets its
-    own :func:`prepare_images` call.
+    Folds may differ in architecture, input kind, image size and channel statistics: each
+    model gets its own input preparation.
     """
     first = folds[0]
     for other in folds[1:]:
-        diff = dict_diff(
-            {"schema_version": first.meta["schema_version"], **first.transform},
-            {"schema_version": other.meta["schema_version"], **other.transform},
-        )
+        keys = set(first.identity) & set(other.identity)
+        diff = dict_diff({k: first.identity[k] for k in keys},
+                         {k: other.identity[k] for k in keys})
         if diff:
             names = ((first.path.name, other.path.name) if first.path.name != other.path.name
                      else (first.name, other.name))
             raise MismatchError(
-                f"checkpoints disagree on their input images ({first.name} vs {other.name}): "
+                f"checkpoints disagree on their inputs ({first.name} vs {other.name}): "
                 + format_diff(diff, *names)
             )
 
 
 def check_store(folds: list[Fold], attrs: dict, store_path: str | Path) -> None:
-    """The store's images must be made exactly like the models' training images."""
-    model = {"schema_version": folds[0].meta["schema_version"], **folds[0].transform}
-    made = {"schema_version": attrs.get("schema_version"), **attrs.get("transform", {})}
-    diff = dict_diff(model, made)
-    if diff:
-        raise MismatchError(
-            f"{store_path} was made differently from the training images of {folds[0].name}: "
-            + format_diff(diff, "model", "store")
-        )
+    """The store's arrays must be made exactly like the models' training inputs, by this code."""
+    made = attrs.get("transform", {})
+    drift = identity_drift(made, attrs.get("config", {}))
+    if drift:
+        raise MismatchError(f"{store_path}: made by another version of the transform: "
+                            f"{format_diff(drift, 'store', 'this code')}; re-run preprocessing")
+    for fold in folds:
+        store = {"store_schema_version": attrs.get("schema_version"),
+                 **identity_for(made, fold.card.input)}
+        diff = dict_diff(fold.identity, store)
+        if diff:
+            raise MismatchError(
+                f"{store_path} was made differently from the training inputs of {fold.name}: "
+                + format_diff(diff, "model", "store")
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,53 +298,28 @@ def raw_inputs(root: str | Path, split: str, batch_size: int, rank: int = 0,
 
 
 def training_psd(fold: Fold) -> np.ndarray:
-    """The noise PSD the model's training images were whitened with: (3, n_freq) float64, 1/Hz.
-
-    From ``model.json`` key ``psd`` if present, else from the ``psd`` array of the train store
-    named by ``store`` in the fold's ``config.yaml`` (a ``train.zarr`` or the cache directory
-    holding one). Its hash must equal the recorded ``psd_sha256``.
-    """
-    if "psd" in fold.meta:
-        psd, source = np.asarray(fold.meta["psd"], dtype=np.float64), f"{fold.path / MODEL_FILE}"
-    else:
-        cfg_path = fold.path / "config.yaml"
-        cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else None
-        if not isinstance(cfg, dict) or not cfg.get("store"):
-            raise InferError(
-                f"{fold.path}: the raw-data path needs the training PSD, but {MODEL_FILE} has "
-                f"no 'psd' and {cfg_path} names no 'store'"
-            )
-        store_path = Path(cfg["store"])
-        if not (store_path / "zarr.json").is_file():
-            store_path = store_path / "train.zarr"
-        psd, source = zstore.read_psd(zstore.open_store(store_path)), str(store_path)
-    want = fold.transform.get("psd_sha256")
+    """The noise PSD the model's training inputs were whitened with: (3, n_freq) float64, 1/Hz,
+    from its model card; its hash must equal the recorded ``psd_sha256``."""
+    psd = np.asarray(fold.card.psd, dtype=np.float64)
+    want = fold.card.transform.get("psd_sha256")
     got = zstore.psd_sha256(psd)
     if got != want:
         raise MismatchError(
-            f"{source}: {format_diff([('psd_sha256', want, got)], 'model', 'found')} "
-            "(not the PSD this model was trained with)"
+            f"{fold.path / CARD_FILE}: {format_diff([('psd_sha256', want, got)], 'transform', 'psd')}"
+            " (the card's PSD is not the one its transform names: the card is damaged)"
         )
     return psd
 
 
 def build_transform(fold: Fold) -> torch.nn.Module:
-    """The whiten + CQT transform recorded with ``fold``, with its training PSD."""
-    from data.config import from_dict
-    from preprocess.config import PreprocessConfig, transform_dict
+    """The whiten + CQT transform recorded with ``fold``, with its training PSD.
+
+    :func:`load_fold` has checked that this code makes the recorded transform from the
+    recorded config, so the config alone rebuilds it.
+    """
     from preprocess.transforms import Transform
 
-    cfg = from_dict(PreprocessConfig, fold.meta["store_config"])
-    recorded = {k: fold.transform.get(k, MISSING) for k in ("whiten", "cqt")}
-    diff = dict_diff(recorded, transform_dict(cfg))
-    if diff:
-        raise MismatchError(
-            f"{fold.path / MODEL_FILE}: store_transform and store_config disagree: "
-            + format_diff(diff, "store_transform", "store_config")
-        )
-    rate = fold.transform.get("sample_rate")
-    if rate != layout.SAMPLE_RATE:
-        raise MismatchError(f"{fold.path}: sample_rate: model {rate}, data {layout.SAMPLE_RATE}")
+    cfg = from_dict(PreprocessConfig, fold.card.preprocess_config)
     return Transform.from_config(cfg.whiten, cfg.cqt, training_psd(fold))
 
 
@@ -455,8 +430,8 @@ def predict(
                 ok = ok & torch.isfinite(x).flatten(1).all(dim=1)
             logits = []
             for fold, model in zip(folds, models):
-                stats = fold.meta["channel_stats"]
-                base = prepare_images(x, stats["mean"], stats["std"], fold.meta["image_size"])
+                stats = fold.card.channel_stats
+                base = prepare_images(x, stats["mean"], stats["std"], fold.card.image_size)
                 # Training's time shift is in CQT frames of the native image; so is tta_shift.
                 shift = round(cfg.tta_shift * base.shape[-1] / x.shape[-1])
                 logits.append(torch.stack([

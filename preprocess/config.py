@@ -1,10 +1,18 @@
 """The preprocessing stage's config: whitening, CQT, the store, and how the job runs.
 
-Keys use the libraries' own parameter names (gwpy: ``fftlength``, ``highpass``; nnAudio:
+Keys use the libraries' own parameter names (gwpy: ``highpass``, ``lowpass``; nnAudio:
 ``fmin``, ``fmax``, ``hop_length``, ``bins_per_octave``, ``filter_scale``, ``window``), so a
-reader maps config to call without a glossary. ``whiten`` and ``cqt`` together are the
-*transform*: a model is only valid on images made with the same transform and PSD, and
-inference checks this (``transform_dict``).
+reader maps config to call without a glossary.
+
+Two identities are computed here, and only here:
+
+- :func:`transform_identity`: everything that fixes a stored output (``whiten``, ``cqt``, the
+  PSD's hash, the sample rate and length, and ``TRANSFORM_VERSION`` of the code). Stage one
+  writes it into every store (``transform`` attribute), training copies it into the model
+  card, and every reader recomputes it from the recorded config with the code at hand: any
+  difference is an error naming the key (``whiten.ramp: model 4.0, store 2.0``).
+- :func:`run_identity`: the whole config minus :data:`RUNTIME_KEYS`, which must match for a
+  store to be resumed (it adds the store layout and batch size to the transform).
 """
 
 from __future__ import annotations
@@ -12,7 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from data.config import to_dict
+from typing import Any
+
+from data.config import ConfigError, dict_diff, from_dict, to_dict
+from data.layout import N_TIME, SAMPLE_RATE
 
 
 @dataclass
@@ -20,6 +31,7 @@ class WhitenConfig:
     alpha: float = 0.25  # Tukey window shape (0 = rectangular, 1 = Hann), applied before the FFT
     highpass: float | None = 18.0  # Hz; smooth-edged high-pass in the frequency domain
     lowpass: float | None = None  # Hz; smooth-edged low-pass, None = up to Nyquist
+    ramp: float = 4.0  # Hz; width of the raised-cosine band edges (full gain from highpass up)
     n_psd: int = 2000  # target-0 training samples averaged into the noise PSD
 
 
@@ -55,11 +67,64 @@ class PreprocessConfig:
     save_waves: bool = False  # also store the whitened time series (float16) for 1D models
 
 
-def transform_dict(cfg: PreprocessConfig) -> dict:
-    """The part of the config that determines the images (what models depend on).
+# Bumped whenever the code of preprocess/transforms.py changes a stored output for the same
+# config (whitening, CQT kernels or their normalisation): stores and models made before the
+# change are then refused instead of silently mixed with new ones.
+TRANSFORM_VERSION = 1
 
-    ``cqt.impl`` is left out: all three implementations give the same images.
+# Keys that change how the job runs but not a byte of what it writes: a store may be resumed
+# with other values (e.g. on_bad=skip after an on_bad=error run stopped at a bad file).
+# batch_size and device are not among them: cqt.impl=fft batches rows through one matmul, and
+# its float32 results (so, now and then, a float16 rounding) depend on the batch's size.
+RUNTIME_KEYS = ("read_threads", "write_threads", "on_bad")
+
+# The keys of the transform identity that a model reading ``waves`` (whitened strain) depends
+# on; an ``images`` model depends on all of them.
+WAVES_KEYS = ("transform_version", "sample_rate", "n_time", "whiten", "psd_sha256")
+
+
+def transform_identity(cfg: PreprocessConfig, psd_sha256: str) -> dict:
+    """What fixes the stored images and waves: a plain dict, equal for a cache's train and test.
+
+    ``cqt.impl`` is left out (all three give the same images to float32 rounding), and so are
+    the store's layout and the runtime keys. ``psd_sha256``: the training PSD's hash
+    (:func:`data.store.psd_sha256`).
     """
     cqt = to_dict(cfg.cqt)
     cqt.pop("impl")
-    return {"whiten": to_dict(cfg.whiten), "cqt": cqt}
+    return {
+        "transform_version": TRANSFORM_VERSION,
+        "sample_rate": SAMPLE_RATE,
+        "n_time": N_TIME,
+        "whiten": to_dict(cfg.whiten),
+        "cqt": cqt,
+        "psd_sha256": psd_sha256,
+    }
+
+
+def identity_for(identity: dict, input_kind: str) -> dict:
+    """The part of a transform identity that a model reading ``input_kind`` depends on."""
+    if input_kind == "waves":
+        return {k: v for k, v in identity.items() if k in WAVES_KEYS}
+    return dict(identity)
+
+
+def run_identity(cfg: PreprocessConfig | dict) -> dict:
+    """The config without RUNTIME_KEYS: what must match for a store to be resumed."""
+    d = cfg if isinstance(cfg, dict) else to_dict(cfg)
+    return {k: v for k, v in d.items() if k not in RUNTIME_KEYS}
+
+
+def identity_drift(identity: dict, config: dict) -> list[tuple[str, Any, Any]]:
+    """Where a recorded transform identity differs from the one this code makes from the
+    recorded preprocessing ``config`` (a ``to_dict`` dict) and the same PSD hash.
+
+    Empty for a store or model made by this code. Non-empty when the transform code changed
+    since (``TRANSFORM_VERSION`` bumped, a key added) or the record was edited: a list of
+    ``(key, recorded, this code)`` for :func:`data.config.format_diff`.
+    """
+    try:
+        cfg = from_dict(PreprocessConfig, config)
+    except ConfigError as e:  # a config from a newer version with keys this code lacks
+        return [("config", str(e), "readable")]
+    return dict_diff(identity, transform_identity(cfg, identity.get("psd_sha256", "")))

@@ -48,19 +48,18 @@ from data import store as zstore
 from data.config import ConfigError, dict_diff, format_diff, save_config, to_dict
 from data.layout import BadSample, DataError
 from data.store import StoreError
-from preprocess.config import PreprocessConfig, transform_dict
+from preprocess.config import (
+    RUNTIME_KEYS,
+    PreprocessConfig,
+    run_identity,
+    transform_identity,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 CONFIG_FILE = "preprocess.yaml"
-# Keys that change how the job runs but not a byte of what it writes: a store may be resumed
-# with other values (e.g. on_bad=skip after an on_bad=error run stopped at a bad file).
-# batch_size and device are not among them: cqt.impl=fft batches rows through one matmul, and
-# its float32 results (so, now and then, a float16 rounding) depend on the batch's size;
-# a GPU rounds differently from a CPU.
-RUNTIME_KEYS = ("read_threads", "write_threads", "on_bad")
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 
 
@@ -164,8 +163,7 @@ def _run_split(
         """Create the store, or check it can be resumed; returns the ``done`` flags."""
         if path.exists() and not overwrite:
             g = zstore.open_store(path, mode="r+")
-            expected = None if split == "train" else _transform_attr(cfg, train_psd)
-            _check_resumable(g, path, cfg, ids, targets, expected, data, split, device)
+            _check_resumable(g, path, cfg, ids, targets, train_psd, data, split, device)
             removed = zstore.remove_partials(path)
             if removed:
                 log.info("%s: removed %d leftover .partial file(s) of a killed run",
@@ -459,7 +457,7 @@ def _train_psd(path: Path, cfg: PreprocessConfig) -> np.ndarray:
         raise StoreError(f"{path}: no train store; the test split is whitened with the train "
                          "PSD, so preprocess train first (--splits train)")
     g = zstore.open_store(path)
-    diff = dict_diff(_identity(g.attrs.get("config", {})), _identity(to_dict(cfg)))
+    diff = dict_diff(run_identity(g.attrs.get("config", {})), run_identity(cfg))
     if diff:
         raise StoreError(f"{path} was made with another config ({format_diff(diff, 'store', 'now')}); the test "
                          "split needs the train PSD of this config: re-run --splits train")
@@ -468,12 +466,6 @@ def _train_psd(path: Path, cfg: PreprocessConfig) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Creating and checking a store
-
-
-def _transform_attr(cfg: PreprocessConfig, psd: np.ndarray) -> dict:
-    """The store's ``transform``: what fixes the images. Equal for a cache's train and test."""
-    return {**transform_dict(cfg), "psd_sha256": zstore.psd_sha256(psd),
-            "sample_rate": layout.SAMPLE_RATE}
 
 
 def _versions() -> dict[str, str | None]:
@@ -501,7 +493,7 @@ def _create_store(path: Path, split: str, cfg: PreprocessConfig, ids: np.ndarray
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{path} exists and is not a Zarr store; refusing to delete it")
     image_shape = Transform.from_config(cfg.whiten, cfg.cqt, psd).image_shape
-    attrs = {"config": to_dict(cfg), "transform": _transform_attr(cfg, psd),
+    attrs = {"config": to_dict(cfg), "transform": transform_identity(cfg, zstore.psd_sha256(psd)),
              "source": str(data.resolve()), "versions": _versions(),
              "device_type": device.type}
     tmp = path.with_name(f".{path.name}.creating")
@@ -521,24 +513,27 @@ def _create_store(path: Path, split: str, cfg: PreprocessConfig, ids: np.ndarray
              cfg.store.chunk_size, tuple(image_shape), cfg.store.codec)
 
 
-def _identity(config: dict) -> dict:
-    """A config dict without RUNTIME_KEYS: what must match for a store to be resumed."""
-    return {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
-
-
 def _check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targets: np.ndarray,
-                     transform: dict | None, data: Path, split: str, device: torch.device) -> None:
-    """StoreError unless the store at ``path`` was made by this config from these samples.
+                     train_psd: np.ndarray | None, data: Path, split: str,
+                     device: torch.device) -> None:
+    """StoreError unless the store at ``path`` was made by this config and this transform code
+    from these samples.
 
-    ``transform``: the expected ``transform`` attribute (test: includes the train PSD's hash);
-    None for train, whose PSD is its own and is checked against its hash instead.
+    ``train_psd``: for test, the train store's PSD (the test store must name its hash); None
+    for train, whose PSD is its own and is checked against its hash instead.
     """
     stored = g.attrs.asdict()
     if stored.get("split") != split:
         raise StoreError(f"{path}: holds split {stored.get('split')!r}, not {split!r}")
-    diff = dict_diff(_identity(stored.get("config", {})), _identity(to_dict(cfg)))
-    if transform is not None:
-        diff += dict_diff(stored.get("transform", {}), transform, "transform.")
+    diff = dict_diff(run_identity(stored.get("config", {})), run_identity(cfg))
+    recorded = stored.get("transform", {})
+    psd_hash = (zstore.psd_sha256(train_psd) if train_psd is not None
+                else recorded.get("psd_sha256", ""))
+    # Another TRANSFORM_VERSION (code changed since the store was begun) shows up here too;
+    # a whiten/cqt key that differs in the config is named once, as a config key.
+    named = {k for k, _, _ in diff}
+    diff += [d for d in dict_diff(recorded, transform_identity(cfg, psd_hash), "transform.")
+             if d[0].removeprefix("transform.") not in named]
     # "device: auto" may resolve differently on another machine; CPU and GPU round differently.
     diff += dict_diff({"device_type": stored.get("device_type")}, {"device_type": device.type})
     if diff:
@@ -614,3 +609,5 @@ def _check_config(cfg: PreprocessConfig) -> None:
                        ("whiten.n_psd", cfg.whiten.n_psd)):
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
+    if not cfg.whiten.ramp > 0:
+        raise ConfigError(f"whiten.ramp: must be a positive width in Hz, got {cfg.whiten.ramp}")

@@ -478,7 +478,8 @@ class Transform(nn.Module):
     def from_config(cls, whiten_cfg, cqt_cfg, psd) -> "Transform":
         """Build from ``WhitenConfig``, ``CQTConfig`` and a (3, n_freq) float64 PSD."""
         whiten = Whiten(psd, alpha=whiten_cfg.alpha, highpass=whiten_cfg.highpass,
-                        lowpass=whiten_cfg.lowpass, sample_rate=SAMPLE_RATE)
+                        lowpass=whiten_cfg.lowpass, sample_rate=SAMPLE_RATE,
+                        ramp=whiten_cfg.ramp)
         cqt = CQT.from_config(cqt_cfg)
         return cls(whiten, cqt)
 

@@ -44,10 +44,12 @@ import numpy as np
 import torch
 import yaml
 
+from data import modelcard
 from data import store as zstore
-from data.config import ConfigError, dict_diff, load_config, save_config, to_dict
+from data.config import ConfigError, dict_diff, format_diff, load_config, save_config, to_dict
 from data.loader import StoreBlocks
 from data.metrics import roc_auc
+from preprocess.config import identity_drift
 from train import rundir
 from train.config import ModelConfig, TrainConfig, check
 from train.engine import Inputs, NonFiniteLoss, TrainState, evaluate, train_one_epoch
@@ -72,6 +74,14 @@ def open_training_store(path: str | Path):
     missing = [k for k in ("channel_stats", "transform", "config") if k not in g.attrs]
     if missing:
         raise TrainError(f"{path}: store attributes missing: {', '.join(missing)}")
+    # A store made by another version of the transform code (or whose record was edited)
+    # would give models that inference, with this code, cannot feed the same inputs.
+    drift = identity_drift(g.attrs["transform"], g.attrs["config"])
+    if drift:
+        raise TrainError(f"{path}: made by another version of the transform: "
+                         f"{format_diff(drift, 'store', 'this code')}; re-run preprocessing "
+                         "with --overwrite")
+    zstore.read_psd(g)  # the model card carries it: it must still match its hash
     return g
 
 
@@ -309,10 +319,8 @@ def train_fold(cfg: TrainConfig) -> dict:
         if improved:
             state.best_auc, state.best_epoch = val["auc"], state.epoch
         if improved and accelerator.is_main_process:
-            rundir.save_weights(run / rundir.WEIGHTS_FILE,
-                                (ema.module if ema is not None else unwrapped).state_dict())
-            rundir.write_model_json(run / rundir.MODEL_FILE,
-                                    model_meta(cfg, g, state.best_epoch, state.best_auc))
+            modelcard.write_fold(run, model_card(cfg, g, state.best_epoch, state.best_auc),
+                                 (ema.module if ema is not None else unwrapped).state_dict())
             rundir.write_oof(run / rundir.OOF_FILE, ids[val["index"]], val["target"], val["pred"])
         save_checkpoint()
         if accelerator.is_main_process:
@@ -342,23 +350,14 @@ def config_changes(old: dict, new: dict) -> list[str]:
     return [f"{k}: {a} -> {b}" for k, a, b in dict_diff(old, new) if k not in _RESUMABLE]
 
 
-def model_meta(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> dict:
-    """``model.json``: what inference needs to rebuild the model and make its inputs."""
-    meta = {
-        "model_name": cfg.model.name,
-        "model_kwargs": model_kwargs(cfg.model),
-        "image_size": list(cfg.image_size) if cfg.image_size is not None else None,
-        "channel_stats": g.attrs["channel_stats"],
-        "store_transform": g.attrs["transform"],
-        "store_config": g.attrs["config"],
-        "schema_version": g.attrs["schema_version"],
-        "fold": cfg.fold,
-        "best_epoch": best_epoch,
-        "best_auc": best_auc,
-    }
-    if "psd" in g:  # the training PSD: lets inference whiten raw strain without the store
-        meta["psd"] = np.asarray(g["psd"][:], dtype=np.float64).tolist()
-    return meta
+def model_card(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> modelcard.ModelCard:
+    """The fold's model card (:mod:`data.modelcard`): the model and its training result from
+    ``cfg``, the description of its inputs from the training store ``g``."""
+    return modelcard.card_from_store(
+        g, model_name=cfg.model.name, model_kwargs=model_kwargs(cfg.model), input="images",
+        image_size=list(cfg.image_size) if cfg.image_size is not None else None,
+        fold=cfg.fold, best_epoch=best_epoch, best_auc=best_auc, n_folds=cfg.n_folds,
+        fold_seed=cfg.fold_seed)
 
 
 def write_history(run: Path, history: list[dict], cfg: TrainConfig) -> None:

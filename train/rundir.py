@@ -8,8 +8,8 @@
                        has written its part (a killed save leaves none and is never resumed)
     best.safetensors   the best epoch's weights (EMA weights when ``ema`` is on):
                        ``timm.create_model(model_name, **model_kwargs)`` loads them strictly
-    model.json         model_name, model_kwargs, image_size, channel_stats, store_transform,
-                       store_config, schema_version, fold, best_epoch, best_auc, psd
+    model.json         the model card (data/modelcard.py): model, input kind, channel
+                       statistics, the store's transform identity and PSD, the weights' hash
     oof.csv            id,target,pred of the held-out fold at the best epoch (pred = probability)
     history.csv        epoch,train_loss,val_loss,val_auc,lr,samples_per_s (epoch 1 = first pass)
     curves.png         loss, validation AUC and learning rate per epoch
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -33,8 +32,6 @@ from data import layout
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
-WEIGHTS_FILE = "best.safetensors"
-MODEL_FILE = "model.json"
 OOF_FILE = "oof.csv"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
@@ -75,26 +72,6 @@ def remove_incomplete_checkpoints(run: Path) -> list[Path]:
 
 def mark_complete(checkpoint: Path, summary: dict) -> None:
     (Path(checkpoint) / COMPLETE).write_text(json.dumps(summary) + "\n")
-
-
-def _replace(path: Path, write) -> None:
-    """``write(tmp)`` then rename over ``path``: a reader never sees a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def save_weights(path: Path, state_dict: dict) -> None:
-    """A model's state_dict as safetensors (CPU, contiguous), replaced atomically."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    _replace(path, lambda tmp: save_file(tensors, tmp))
-
-
-def write_model_json(path: Path, meta: dict) -> None:
-    _replace(path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n"))
 
 
 def write_oof(path: Path, ids: np.ndarray, target: np.ndarray, pred: np.ndarray) -> None:

@@ -1,10 +1,9 @@
-"""Fixtures: a tiny image store and hand-written run directories (timm ``test_efficientnet``,
-random weights), following the training run-directory contract (infer/predict.py)."""
+"""Fixtures: a tiny image store and run directories of untrained timm ``test_efficientnet``
+models (random weights), written through the model card module as training writes them."""
 
 from __future__ import annotations
 
 import copy
-import json
 
 import numpy as np
 import pytest
@@ -20,12 +19,10 @@ PSD = np.linspace(1.0, 2.0, 3 * 9).reshape(3, 9)  # a stand-in: only its hash is
 
 def _base_transform() -> tuple[dict, dict]:
     """(store ``transform`` attribute, store ``config`` attribute) for the default config."""
-    from preprocess.config import PreprocessConfig, transform_dict
+    from preprocess.config import PreprocessConfig, transform_identity
 
     cfg = PreprocessConfig()
-    transform = {**transform_dict(cfg), "psd_sha256": zstore.psd_sha256(PSD),
-                 "sample_rate": layout.SAMPLE_RATE}
-    return transform, to_dict(cfg)
+    return transform_identity(cfg, zstore.psd_sha256(PSD)), to_dict(cfg)
 
 
 def random_ids(rng, n) -> list[str]:
@@ -63,31 +60,36 @@ def make_store(tmp_path):
 
 
 def _write_fold(fold_dir, seed=0, model_name="test_efficientnet", transform=None, config=None,
-               image_size=None, channel_stats=None, extra=None):
-    """One fold directory by hand: random weights (seeded), model.json, config.yaml."""
+               image_size=None, channel_stats=None, **card_fields):
+    """One fold directory: random weights (seeded) and their model card, via
+    :func:`data.modelcard.write_fold`. ``card_fields`` override any other card field."""
     import timm
-    from safetensors.torch import save_file
+
+    from data.modelcard import ModelCard, write_fold
 
     t, c = _base_transform()
-    fold_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = timm.create_model(model_name, pretrained=False, num_classes=1, in_chans=3)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              fold_dir / "best.safetensors")
-    meta = {
-        "model_name": model_name,
-        "model_kwargs": {"num_classes": 1, "in_chans": 3, "drop_rate": 0.0},
-        "image_size": image_size,
-        "channel_stats": channel_stats or {"mean": [2.0, 2.0, 2.0], "std": [1.4, 1.4, 1.4]},
-        "store_transform": copy.deepcopy(transform or t),
-        "store_config": copy.deepcopy(config or c),
-        "schema_version": zstore.SCHEMA_VERSION,
-        "fold": int(fold_dir.name.removeprefix("fold")) if fold_dir.name.startswith("fold") else 0,
-        "best_epoch": 0,
-        "best_auc": 0.5,
-        **(extra or {}),
-    }
-    (fold_dir / "model.json").write_text(json.dumps(meta))
+    fields = dict(
+        model_name=model_name,
+        model_kwargs={"num_classes": 1, "in_chans": 3, "drop_rate": 0.0},
+        input="images",
+        image_size=image_size,
+        channel_stats=channel_stats or {"mean": [2.0, 2.0, 2.0], "std": [1.4, 1.4, 1.4]},
+        transform=copy.deepcopy(transform or t),
+        preprocess_config=copy.deepcopy(config or c),
+        psd=PSD.tolist(),
+        psd_df=1024.0 / (PSD.shape[1] - 1),
+        store_schema_version=zstore.SCHEMA_VERSION,
+        weights_sha256="",
+        fold=int(fold_dir.name.removeprefix("fold")) if fold_dir.name.startswith("fold") else 0,
+        best_epoch=0,
+        best_auc=0.5,
+        n_folds=5,
+        fold_seed=42,
+    )
+    fields.update(card_fields)
+    write_fold(fold_dir, ModelCard(**fields), model.state_dict())
     return fold_dir
 
 

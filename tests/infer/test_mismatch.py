@@ -1,14 +1,15 @@
 """A store, PSD or schema other than the model's, folds that disagree: clear errors, no output."""
 
 import copy
-import json
+import dataclasses
 
 import pytest
 
 from data import store as zstore
 from data.store import StoreError
 from infer.config import InferConfig
-from infer.predict import InferError, MismatchError, build_transform, load_fold, training_psd
+from data.modelcard import CARD_FILE, read_card, write_card
+from infer.predict import InferError, MismatchError, load_fold, training_psd
 
 
 def _transform_with(base_transform, key, value):
@@ -51,20 +52,108 @@ def test_store_with_another_psd(make_store, make_run, base_transform, tmp_path):
             progress=False)
 
 
-def test_other_schema_versions(make_store, make_run, tmp_path):
+def _leaves(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        out += _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
+
+
+def _changed(value):
+    """Another value of the same kind (a bool flips, None becomes a number)."""
+    if isinstance(value, bool):
+        return not value
+    if value is None:
+        return 7.5
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    return value + "x"
+
+
+def _set(tree: dict, dotted: str, value) -> dict:
+    tree = copy.deepcopy(tree)
+    node = tree
+    *parents, last = dotted.split(".")
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    return tree
+
+
+def _get(tree: dict, dotted: str):
+    for p in dotted.split("."):
+        tree = tree[p]
+    return tree
+
+
+def _identity_keys():
+    from preprocess.config import PreprocessConfig, transform_identity
+
+    return _leaves(transform_identity(PreprocessConfig(), "0" * 64))
+
+
+@pytest.mark.parametrize("key", _identity_keys())
+def test_model_from_another_transform_is_refused(make_store, write_fold, base_transform,
+                                                 tmp_path, key):
+    """Every key of the transform identity: a model whose training inputs differ from the
+    store's in that key alone (recorded consistently in its card's config where the key is a
+    config key) is refused, and the message names the key."""
+    from infer.cli import run
+
+    transform, config = base_transform()
+    store, _, _ = make_store(transform=transform, config=config)
+    value = _changed(_get(transform, key))
+    section = key.split(".")[0]
+    card_config = _set(config, key, value) if section in ("whiten", "cqt") else config
+    fold = write_fold(tmp_path / "runs" / "old" / "fold0", transform=_set(transform, key, value),
+                      config=card_config)
+    out = tmp_path / "s.csv"
+    with pytest.raises(MismatchError) as e:
+        run(out, InferConfig(), runs=fold.parent, store=store, progress=False)
+    assert f"{key}: model" in str(e.value)
+    assert not out.exists()
+
+
+def test_transform_version_bump_refuses_old_models_and_stores(make_store, make_run, tmp_path,
+                                                              monkeypatch):
+    """The code's TRANSFORM_VERSION moves on: a model and a store made before are refused."""
+    import preprocess.config
     from infer.cli import run
 
     store, _, _ = make_store()
     runs = make_run(n_folds=1)
-    # A model trained on a store of another schema version.
-    meta_path = runs / "fold0" / "model.json"
-    meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "schema_version": 99}))
-    expected = f"schema_version: model 99, this code {zstore.SCHEMA_VERSION}"
-    with pytest.raises(MismatchError, match=expected):
+    old = preprocess.config.TRANSFORM_VERSION
+    monkeypatch.setattr(preprocess.config, "TRANSFORM_VERSION", old + 1)
+    with pytest.raises(MismatchError,
+                       match=f"transform_version: model {old}, this code {old + 1}"):
         run(tmp_path / "s.csv", InferConfig(), runs=runs, store=store, progress=False)
+
+
+def test_store_from_another_transform_version(make_store, make_run, base_transform, tmp_path):
+    """A store whose recorded identity this code would not make from its config is refused
+    even when the model agrees with it."""
+    from infer.cli import run
+
+    transform, config = base_transform()
+    transform = {**transform, "transform_version": 0}
+    store, _, _ = make_store(transform=transform, config=config)
+    runs = make_run(n_folds=1)
+    with pytest.raises(MismatchError, match="transform_version: store 0, this code 1") as e:
+        run(tmp_path / "s.csv", InferConfig(), runs=runs, store=store, progress=False)
+    assert str(store) in str(e.value)
+
+
+def test_other_schema_versions(make_store, make_run, write_fold, tmp_path):
+    from infer.cli import run
+
+    store, _, _ = make_store()
+    # A model trained on a store of another schema version.
+    old = write_fold(tmp_path / "runs" / "old" / "fold0", store_schema_version=99)
+    expected = f"store_schema_version: model 99, this code {zstore.SCHEMA_VERSION}"
+    with pytest.raises(MismatchError, match=expected):
+        run(tmp_path / "s.csv", InferConfig(), runs=old.parent, store=store, progress=False)
     # A store of another schema version.
-    meta_path.write_text(json.dumps(meta))
+    runs = make_run(n_folds=1)
     g = zstore.open_store(store, mode="r+")
     g.attrs["schema_version"] = 99
     with pytest.raises(StoreError, match="schema version 99"):
@@ -85,41 +174,37 @@ def test_folds_that_disagree(make_store, write_fold, base_transform, tmp_path):
     assert "cqt.fmin: fold0 20.0, fold1 30.0" in str(e.value)
 
 
-def test_weights_of_another_architecture(make_run):
-    runs = make_run(n_folds=1)
-    meta_path = runs / "fold0" / "model.json"
-    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()),
-                                     "model_name": "test_resnet"}))
+def test_weights_of_another_architecture(write_fold, tmp_path):
+    fold = write_fold(tmp_path / "fold0", model_name="test_efficientnet")
+    card = read_card(fold)
+    write_card(fold / CARD_FILE, dataclasses.replace(card, model_name="test_resnet"))
     with pytest.raises(InferError, match="weights do not fit test_resnet"):
-        load_fold(runs / "fold0")
+        load_fold(fold)
 
 
-def test_raw_path_psd_checks(make_store, make_run, psd, tmp_path):
-    """The raw path needs the training psd: from model.json, else the train store in
-    config.yaml; either must have the recorded hash."""
-    runs = make_run(n_folds=1)
-    fold = load_fold(runs / "fold0")
-    with pytest.raises(InferError, match="no 'psd'"):
-        training_psd(fold)
-    # From the train store named in config.yaml (a cache directory holding train.zarr).
-    train, _, _ = make_store(name="cache/train.zarr", split="train")
-    g = zstore.open_store(train, mode="r+")
-    g.create_array("psd", shape=psd.shape, dtype="float64")
-    g["psd"][:] = psd
-    (runs / "fold0" / "config.yaml").write_text(f"store: {train.parent}\n")
+def test_raw_path_psd_must_match_its_hash(write_fold, psd, tmp_path):
+    """The raw path whitens with the card's PSD, which must be the one its transform names."""
+    fold = load_fold(write_fold(tmp_path / "fold0"))
     assert (training_psd(fold) == psd).all()
-    # From model.json, which wins; a psd with another hash is refused.
-    fold.meta["psd"] = (psd * 2).tolist()
-    with pytest.raises(MismatchError, match="psd_sha256: model"):
+    fold.card.psd = (psd * 2).tolist()
+    with pytest.raises(MismatchError, match="psd_sha256: transform"):
         training_psd(fold)
-    fold.meta["psd"] = psd.tolist()
-    assert (training_psd(fold) == psd).all()
 
 
-def test_raw_path_store_config_disagrees_with_transform(make_run, psd):
-    pytest.importorskip("preprocess.transforms", reason="preprocess/transforms.py not written yet")
-    runs = make_run(n_folds=1, extra={"psd": psd.tolist()})
-    fold = load_fold(runs / "fold0")
-    fold.meta["store_config"]["cqt"]["fmax"] = 512.0
-    with pytest.raises(MismatchError, match="cqt.fmax: store_transform 1024.0, store_config 512.0"):
-        build_transform(fold)
+def test_truncated_weights_stop_inference(make_store, make_run, tmp_path):
+    from data.modelcard import CardError
+    from infer.cli import main
+
+    store, _, _ = make_store()
+    runs = make_run(n_folds=2)
+    weights = runs / "fold1" / "best.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    out = tmp_path / "s.csv"
+    with pytest.raises(CardError, match=f"{weights}: SHA-256 .* does not match"):
+        from infer.cli import run
+
+        run(out, InferConfig(), runs=runs, store=store, progress=False)
+    with pytest.raises(SystemExit) as e:  # the command line: one line naming the file
+        main(["--runs", str(runs), "--store", str(store), "--out", str(out), "--quiet"])
+    assert e.value.code != 0
+    assert not out.exists()

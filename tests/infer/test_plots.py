@@ -73,7 +73,7 @@ def test_cqt_preview_cli(tmp_path, make_run, psd):
     """The preview runs the transform recorded with a run (here: the fixture's stand-in PSD)."""
     from infer.plots import main
 
-    runs = make_run(n_folds=1, extra={"psd": psd.tolist()})
+    runs = make_run(n_folds=1)
     sid = "0123456789"
     path = layout.sample_path(tmp_path / "data", "test", sid)
     path.parent.mkdir(parents=True)

@@ -81,8 +81,8 @@ def test_invalid_samples_get_half_and_a_warning(make_store, make_run, tmp_path, 
 def _by_hand(fold, images, view, shift):
     """One fold, one view, written out without infer's helpers: normalise, then the view."""
     x = torch.from_numpy(images).float()
-    mean = torch.tensor(fold.meta["channel_stats"]["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(fold.meta["channel_stats"]["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(fold.card.channel_stats["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(fold.card.channel_stats["std"]).view(1, 3, 1, 1)
     x = (x - mean) / std
     if "swap" in view:
         x = torch.stack([x[:, 1], x[:, 0], x[:, 2]], dim=1)

@@ -5,8 +5,6 @@ run directory records that store's transform. Predicting the raw ``.npy`` files 
 store path's images to within float16 rounding, and its predictions to the same precision.
 """
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -18,10 +16,9 @@ from infer.config import InferConfig
 
 @pytest.fixture(scope="module")
 def preprocessed(tmp_path_factory):
-    pipeline = pytest.importorskip("preprocess.pipeline",
-                                   reason="preprocess/pipeline.py not written yet")
     from data.config import load_config
     from data.synth import generate
+    from preprocess import pipeline
     from preprocess.config import PreprocessConfig
 
     root = tmp_path_factory.mktemp("raw")
@@ -38,40 +35,28 @@ def preprocessed(tmp_path_factory):
     return data, cache, bad
 
 
-def write_run(fold_dir, cache, with_psd: bool):
-    """A fold trained (here: not at all) on ``cache``; the PSD in model.json or via config.yaml."""
+def write_run(fold_dir, cache):
+    """A fold trained (here: not at all) on ``cache``, its card made from the train store."""
     import timm
-    from safetensors.torch import save_file
+
+    from data.modelcard import card_from_store, write_fold
 
     train = zstore.require_complete(cache / "train.zarr")
-    fold_dir.mkdir(parents=True)
     torch.manual_seed(0)
     model = timm.create_model("test_efficientnet", pretrained=False, num_classes=1, in_chans=3)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              fold_dir / "best.safetensors")
-    meta = {
-        "model_name": "test_efficientnet", "model_kwargs": {}, "image_size": [32, 64],
-        "channel_stats": train.attrs["channel_stats"],
-        "store_transform": train.attrs["transform"], "store_config": train.attrs["config"],
-        "schema_version": train.attrs["schema_version"], "fold": 0, "best_epoch": 0,
-        "best_auc": 0.5,
-    }
-    if with_psd:
-        meta["psd"] = np.asarray(train["psd"][:]).tolist()
-    (fold_dir / "model.json").write_text(json.dumps(meta))
-    if not with_psd:
-        (fold_dir / "config.yaml").write_text(f"store: {cache}\n")
+    card = card_from_store(train, model_name="test_efficientnet",
+                           model_kwargs={"num_classes": 1, "in_chans": 3}, image_size=[32, 64])
+    write_fold(fold_dir, card, model.state_dict())
 
 
-@pytest.mark.parametrize("with_psd", [True, False], ids=["psd-in-model.json", "psd-from-store"])
-def test_raw_equals_store(preprocessed, tmp_path, with_psd):
+def test_raw_equals_store(preprocessed, tmp_path):
     from accelerate import Accelerator
 
     from infer.cli import run
     from infer.predict import build_transform, load_fold
 
     data, cache, bad = preprocessed
-    write_run(tmp_path / "run" / "fold0", cache, with_psd)
+    write_run(tmp_path / "run" / "fold0", cache)
     fold = load_fold(tmp_path / "run" / "fold0")
 
     # The images themselves: the store's float16 vs the transform run here.

@@ -31,7 +31,7 @@ from data.config import load_config, to_dict
 from data.layout import BadSample, DataError
 from data.store import StoreError
 from preprocess import pipeline
-from preprocess.config import PreprocessConfig, transform_dict
+from preprocess.config import TRANSFORM_VERSION, PreprocessConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,8 +116,17 @@ def test_end_to_end(dataset, reference_cache, make_config):
     x = np.stack([layout.load_sample(layout.sample_path(dataset, "train", ids[i])) for i in rows])
     psd = np.asarray(train["psd"][:])
     np.testing.assert_allclose(psd, estimate_psd(x, cfg.whiten.alpha), rtol=1e-12)
-    transform = {**transform_dict(cfg), "sample_rate": layout.SAMPLE_RATE,
-                 "psd_sha256": hashlib.sha256(psd.astype("<f8").tobytes()).hexdigest()}
+    # The identity written by hand: every key that fixes the images, the code's version, and
+    # the PSD's SHA-256 computed here with hashlib.
+    transform = {
+        "transform_version": TRANSFORM_VERSION, "sample_rate": 2048, "n_time": 4096,
+        "whiten": {"alpha": cfg.whiten.alpha, "highpass": cfg.whiten.highpass,
+                   "lowpass": cfg.whiten.lowpass, "ramp": cfg.whiten.ramp,
+                   "n_psd": cfg.whiten.n_psd},
+        "cqt": {k: getattr(cfg.cqt, k) for k in ("fmin", "fmax", "hop_length",
+                                                  "bins_per_octave", "filter_scale", "window")},
+        "psd_sha256": hashlib.sha256(psd.astype("<f8").tobytes()).hexdigest(),
+    }
     assert train.attrs["transform"] == transform
     assert test.attrs["transform"] == transform  # one cache, one transform
     assert "psd" not in test and train.attrs["psd_df"] == 0.5

@@ -39,7 +39,7 @@ def chirp_images(rng: np.random.Generator, targets: np.ndarray, shape=IMAGE_SHAP
 def build_store(path: Path, n: int = 384, seed: int = 0, chunk_size: int = 32,
                 invalid=(), amplitude: float = 3.0, split: str = "train",
                 complete: bool = True, images: np.ndarray | None = None) -> Path:
-    from preprocess.config import PreprocessConfig, transform_dict
+    from preprocess.config import PreprocessConfig, transform_identity
 
     rng = np.random.default_rng(seed)
     ids = np.sort(rng.choice(16**10, size=n, replace=False)).astype(np.uint64)
@@ -51,12 +51,16 @@ def build_store(path: Path, n: int = 384, seed: int = 0, chunk_size: int = 32,
     valid[list(invalid)] = False
     images[~valid] = 0
     cfg = PreprocessConfig()
-    transform = {**transform_dict(cfg), "psd_sha256": "0" * 64, "sample_rate": layout.SAMPLE_RATE}
+    # A stand-in noise PSD (3, n_freq): only its hash and shape matter to training.
+    psd = np.linspace(1.0, 2.0, 3 * 9).reshape(3, 9)
+    transform = transform_identity(cfg, zstore.psd_sha256(psd))
     if split != "train":
         targets = -np.ones(n, dtype=np.int8)
     g = zstore.create(path, split=split, ids=ids, targets=targets,
                       image_shape=images.shape[1:], chunk_size=chunk_size, codec="lz4",
                       attrs={"transform": transform, "config": to_dict(cfg)})
+    if split == "train":
+        zstore.write_psd(g, psd, df=layout.SAMPLE_RATE / 2 / (psd.shape[1] - 1))
     nc = zstore.n_chunks(n, chunk_size)
     for k in range(nc if complete else nc - 1):
         sl = zstore.chunk_slice(k, n, chunk_size)

@@ -99,3 +99,45 @@ def test_presets_load():
     assert {p.stem for p in presets} >= {"tiny", "efficientnet_b0", "resnet34", "efficientnet_b5"}
     for p in presets:
         check(load_config(TrainConfig, p))
+
+
+def _identity_leaves(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        out += _identity_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
+
+
+def _keys():
+    from preprocess.config import PreprocessConfig, transform_identity
+
+    return _identity_leaves(transform_identity(PreprocessConfig(), "0" * 64))
+
+
+@pytest.mark.parametrize("key", _keys())
+def test_store_made_by_another_transform(tmp_path, make_train_store, key):
+    """A store whose recorded transform identity differs, in any one key, from what this code
+    makes from the store's own config (an older transform version, another band-edge width...)
+    is refused, naming the key."""
+    path = make_train_store(tmp_path / "old.zarr", n=96)
+    g = zstore.open_store(path, mode="r+")
+    transform = g.attrs["transform"]
+    node = transform
+    *parents, last = key.split(".")
+    for p in parents:
+        node = node[p]
+    value = node[last]
+    node[last] = (not value if isinstance(value, bool) else 7.5 if value is None
+                  else value * 2 + 1 if isinstance(value, (int, float)) else value + "x")
+    g.attrs["transform"] = transform
+    _fails(tmp_path, f"store={path}", match=re.escape(key))
+
+
+def test_transform_version_bump_refuses_old_store(tmp_path, make_train_store, monkeypatch):
+    import preprocess.config
+
+    path = make_train_store(tmp_path / "old.zarr", n=96)
+    old = preprocess.config.TRANSFORM_VERSION
+    monkeypatch.setattr(preprocess.config, "TRANSFORM_VERSION", old + 1)
+    _fails(tmp_path, f"store={path}",
+           match=f"transform_version: store {old}, this code {old + 1}")

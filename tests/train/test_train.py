@@ -28,6 +28,7 @@ from data import store as zstore
 from data.config import load_config
 from data.images import prepare_images
 from data.metrics import roc_auc
+from data.modelcard import file_sha256, read_card
 from train.config import TrainConfig
 from train import rundir
 from train.folds import stratified_folds
@@ -93,9 +94,9 @@ def test_learns_a_loud_set_from_the_real_chain(tmp_path):
     pipeline.run(tmp_path / "data", tmp_path / "cache", cfg, splits=("train",), progress=False)
     _run("--config", TINY, f"store={tmp_path / 'cache' / 'train.zarr'}", f"out={tmp_path}",
          "name=loud", "n_folds=4", "batch_size=16", "epochs=3", timeout=120)
-    meta = json.loads((tmp_path / "loud" / "fold0" / "model.json").read_text())
-    assert meta["best_auc"] >= 0.9, meta["best_auc"]
-    assert meta["store_transform"]["psd_sha256"] == zstore.psd_sha256(np.array(meta["psd"]))
+    card = read_card(tmp_path / "loud" / "fold0")
+    assert card.best_auc >= 0.9, card.best_auc
+    assert card.transform["psd_sha256"] == zstore.psd_sha256(np.array(card.psd))
 
 
 def test_run_directory_contract(single, train_store):
@@ -103,21 +104,23 @@ def test_run_directory_contract(single, train_store):
     assert {"config.yaml", "checkpoints", "best.safetensors", "model.json", "oof.csv",
             "history.csv", "curves.png"} <= files
     g = zstore.open_store(train_store)
-    meta = json.loads((single / "model.json").read_text())
-    assert meta["model_name"] == "test_efficientnet"
-    assert meta["model_kwargs"]["num_classes"] == 1 and meta["model_kwargs"]["in_chans"] == 3
-    assert meta["image_size"] is None
-    assert meta["channel_stats"] == g.attrs["channel_stats"]
-    assert meta["store_transform"] == g.attrs["transform"]
-    assert meta["store_config"] == g.attrs["config"]
-    assert meta["schema_version"] == zstore.SCHEMA_VERSION
-    assert meta["fold"] == 0
+    card = read_card(single)
+    assert card.model_name == "test_efficientnet" and card.input == "images"
+    assert card.model_kwargs["num_classes"] == 1 and card.model_kwargs["in_chans"] == 3
+    assert card.image_size is None
+    assert card.channel_stats == g.attrs["channel_stats"]
+    assert card.transform == g.attrs["transform"]
+    assert card.preprocess_config == g.attrs["config"]
+    assert card.store_schema_version == zstore.SCHEMA_VERSION
+    assert np.array_equal(np.array(card.psd), zstore.read_psd(g))
+    assert card.weights_sha256 == file_sha256(single / "best.safetensors")
+    assert (card.fold, card.n_folds, card.fold_seed) == (0, 4, 42)
     history = _history(single)
     assert [int(h["epoch"]) for h in history] == [1, 2, 3]
     best = max(history, key=lambda h: float(h["val_auc"]))
-    assert meta["best_epoch"] == int(best["epoch"])
-    assert meta["best_auc"] == pytest.approx(float(best["val_auc"]))
-    assert meta["best_auc"] >= 0.9  # the stripes are easy
+    assert card.best_epoch == int(best["epoch"])
+    assert card.best_auc == pytest.approx(float(best["val_auc"]))
+    assert card.best_auc >= 0.9  # the stripes are easy
     cfg = load_config(TrainConfig, single / "config.yaml")
     assert cfg.name == "single" and cfg.fold == 0 and cfg.store == str(train_store)
     assert len(list((single / "checkpoints").iterdir())) <= cfg.checkpoint_total_limit
@@ -132,20 +135,20 @@ def test_run_directory_contract(single, train_store):
         oof = list(csv.DictReader(f))
     ids = [r["id"] for r in oof]
     assert sorted(ids) == sorted(_val_ids(train_store, 4, 0)) and len(set(ids)) == len(ids)
-    model = timm.create_model(meta["model_name"], pretrained=False, **meta["model_kwargs"])
+    model = timm.create_model(card.model_name, pretrained=False, **card.model_kwargs)
     model.load_state_dict(_weights(single / "best.safetensors"), strict=True)
     model.eval()
     row_of = {sid: i for i, sid in enumerate(layout.int_to_id(np.asarray(g["ids"][:])))}
     rows = np.array([row_of[i] for i in ids])
     images = torch.from_numpy(np.asarray(g["images"][:])[rows])
-    x = prepare_images(images, meta["channel_stats"]["mean"], meta["channel_stats"]["std"],
-                       meta["image_size"])
+    x = prepare_images(images, card.channel_stats["mean"], card.channel_stats["std"],
+                       card.image_size)
     with torch.no_grad():
         pred = torch.sigmoid(model(x).squeeze(1)).numpy()
     assert np.allclose(pred, [float(r["pred"]) for r in oof], atol=1e-5)
     target = np.array([int(r["target"]) for r in oof])
     assert np.array_equal(target, np.asarray(g["targets"][:])[rows])
-    assert roc_auc(target, pred) == pytest.approx(meta["best_auc"], abs=1e-6)
+    assert roc_auc(target, pred) == pytest.approx(card.best_auc, abs=1e-6)
 
 
 @pytest.mark.timeout(300)
@@ -206,8 +209,8 @@ def test_two_processes(single, train_store, tmp_path):
     ids = [line.split(",")[0] for line in (fold / "oof.csv").read_text().splitlines()[1:]]
     assert len(ids) == len(set(ids))
     assert sorted(ids) == sorted(_val_ids(train_store, 4, 0))
-    ddp_auc = json.loads((fold / "model.json").read_text())["best_auc"]
-    one_auc = json.loads((single / "model.json").read_text())["best_auc"]
+    ddp_auc = read_card(fold).best_auc
+    one_auc = read_card(single).best_auc
     assert ddp_auc >= 0.9 and abs(ddp_auc - one_auc) <= 0.05, (ddp_auc, one_auc)
     assert len(list((fold / "checkpoints").glob("checkpoint_*/random_states_1.pkl"))) >= 1
 
