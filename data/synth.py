@@ -189,9 +189,7 @@ def make_sample(rng: np.random.Generator, target: int, snr: SNRDistribution | st
     source = draw_source(rng)
     network_snr = snr.sample(rng)
     signal = physics.project(source, physics.REFERENCE_DISTANCE_MPC)
-    snr_i = physics.optimal_snr(signal)
-    reference_snr = float(np.sqrt(np.sum(snr_i**2)))
-    scale = network_snr / reference_snr
+    scale, snr_i = physics.snr_scale(signal, network_snr)
     signal *= scale
     noise = physics.coloured_noise(rng)
     strain = noise + signal if target else noise
@@ -200,7 +198,7 @@ def make_sample(rng: np.random.Generator, target: int, snr: SNRDistribution | st
         signal=signal,
         target=int(target),
         source=source,
-        snr=snr_i * scale,
+        snr=snr_i,
         distance=physics.REFERENCE_DISTANCE_MPC / scale if scale > 0 else float("inf"),
         oracle=physics.oracle_statistic(strain, signal),
     )

@@ -37,7 +37,12 @@ Signals (:func:`project`)
 SNR and oracle
     :func:`optimal_snr`: rho_i^2 = 4 sum_f |h_i(f)|^2 / S_i(f) df over 20-1000 Hz, with h_i the
     DFT (times dt) of the 2 s of signal as it lies in the sample, and S_i the noise model on the
-    same 0.5 Hz grid; network rho = sqrt(sum_i rho_i^2).
+    same 0.5 Hz grid; network rho = sqrt(sum_i rho_i^2). (A longer signal, as in
+    :mod:`data.synth_long`, gets the finer grid of its own length.)
+
+Sample rate
+    Everything is at 2048 Hz unless a function takes ``sample_rate``: the PSDs, the waveform,
+    its projection and the SNR also work at multiples of it, for :mod:`data.synth_long`.
     :func:`oracle_statistic`: the matched filter with the true template: data and template
     Tukey-windowed (alpha 0.1, which keeps the red wall's leakage out of the band), complex
     filter per detector over 20-1000 Hz normalised by the template's sigma (so |z_i|^2 is
@@ -115,31 +120,32 @@ def _lal_curve(name: str, f0: float, delta_f: float, n_freq: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _lal_psd_cached(detector: str, n_time: int) -> np.ndarray:
-    curve = _lal_curve(PSD_CURVES[detector], 0.0, SAMPLE_RATE / n_time, n_time // 2 + 1)
+def _lal_psd_cached(detector: str, n_time: int, sample_rate: int) -> np.ndarray:
+    curve = _lal_curve(PSD_CURVES[detector], 0.0, sample_rate / n_time, n_time // 2 + 1)
     curve[-1] = 0.0  # Nyquist: the curve is undefined there
     curve.flags.writeable = False
     return curve
 
 
-def lal_psd(detector: str, n_time: int = N_TIME) -> np.ndarray:
-    """The published curve on ``np.fft.rfftfreq(n_time, DELTA_T)``: (n_time // 2 + 1,) 1/Hz.
+def lal_psd(detector: str, n_time: int = N_TIME, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The published curve on ``np.fft.rfftfreq(n_time, 1 / sample_rate)``: (n_time // 2 + 1,)
+    1/Hz.
 
     0 below the curve's lowest tabulated frequency (9 Hz aLIGO, 10 Hz AdV) and at Nyquist.
     """
     if detector not in PSD_CURVES:
         raise ValueError(f"unknown detector {detector!r}; expected one of {DETECTORS}")
-    return _lal_psd_cached(detector, int(n_time))
+    return _lal_psd_cached(detector, int(n_time), int(sample_rate))
 
 
 @lru_cache(maxsize=None)
-def _noise_psd_cached(n_time: int) -> np.ndarray:
-    freqs = np.fft.rfftfreq(n_time, DELTA_T)
+def _noise_psd_cached(n_time: int, sample_rate: int) -> np.ndarray:
+    freqs = np.fft.rfftfreq(n_time, 1.0 / sample_rate)
     out = np.empty((len(DETECTORS), freqs.size))
     for i, det in enumerate(DETECTORS):
         f_join, alpha = LOW_FREQUENCY_MODEL[det]
         s_join = _lal_curve(PSD_CURVES[det], f_join, 1.0, 1)[0]
-        psd = lal_psd(det, n_time).copy()
+        psd = lal_psd(det, n_time, sample_rate).copy()
         low = freqs < f_join
         psd[low] = s_join * (np.maximum(freqs[low], F_FLOOR) / f_join) ** -alpha
         psd[-1] = psd[-2]  # Nyquist: repeat the neighbour so dividing by the PSD is safe
@@ -148,13 +154,15 @@ def _noise_psd_cached(n_time: int) -> np.ndarray:
     return out
 
 
-def noise_psd(n_time: int = N_TIME) -> np.ndarray:
-    """The noise model (see module docstring) on ``rfftfreq(n_time, DELTA_T)``.
+def noise_psd(n_time: int = N_TIME, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The noise model (see module docstring) on ``rfftfreq(n_time, 1 / sample_rate)``.
 
-    Returns (3, n_time // 2 + 1) float64 in 1/Hz, rows H1, L1, V1, nonzero everywhere (the
-    value at 0 Hz is the flat floor; the noise itself has no DC component).
+    Returns (3, n_time // 2 + 1) float64 in 1/Hz, rows H1, L1, V1, nonzero everywhere up to
+    the curves' end (~40 kHz, far above any sample rate used here; the value at 0 Hz is the
+    flat floor; the noise itself has no DC component). Cached per (n_time, sample_rate): ask
+    for few distinct lengths.
     """
-    return _noise_psd_cached(int(n_time))
+    return _noise_psd_cached(int(n_time), int(sample_rate))
 
 
 @lru_cache(maxsize=None)
@@ -188,9 +196,11 @@ def start_frequency(mass1: float, mass2: float, time_to_merger: float) -> float:
 
 
 def polarisations(
-    source: Source, distance_mpc: float = REFERENCE_DISTANCE_MPC
+    source: Source,
+    distance_mpc: float = REFERENCE_DISTANCE_MPC,
+    sample_rate: int = SAMPLE_RATE,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """h+ and hx from ``APPROXIMANT`` at 2048 Hz, and the time (s) of their first sample.
+    """h+ and hx from ``APPROXIMANT`` at ``sample_rate``, and the time (s) of their first sample.
 
     The time is relative to the merger (``t = 0`` of the waveform, ≈ peak amplitude), so
     negative. The waveform starts early enough to cover the sample from its first sample when
@@ -211,7 +221,7 @@ def polarisations(
         0.0,  # longAscNodes
         0.0,  # eccentricity
         0.0,  # meanPerAno
-        DELTA_T,
+        1.0 / sample_rate,
         f_start,
         F_REF,
         None,
@@ -244,15 +254,34 @@ def _edge_ramp() -> np.ndarray:
 
 
 def project(source: Source, distance_mpc: float = REFERENCE_DISTANCE_MPC) -> np.ndarray:
-    """The signal of ``source`` as it lies in each detector's 2 s sample: (3, N_TIME) strain.
-
-    The waveform is placed at whole-sample precision in a buffer with ``_PAD`` samples of room
-    either side of the sample window; the remaining fractional sample and each detector's delay
-    (at most 21 ms = 44 samples) are one phase factor in the frequency domain.
-    """
+    """The signal of ``source`` as it lies in each detector's 2 s sample: (3, N_TIME) strain."""
     hp, hc, t_first = polarisations(source, distance_mpc)
-    n_buf = N_TIME + 2 * _PAD
-    first = (source.merger_time + t_first) * SAMPLE_RATE + _PAD  # buffer index of hp[0]
+    fplus, fcross, delay = antenna_patterns(source.ra, source.dec, source.psi)
+    first = (source.merger_time + t_first) * SAMPLE_RATE
+    return project_waveform(hp, hc, first, N_TIME, fplus, fcross, delay)
+
+
+def project_waveform(
+    hp: np.ndarray,
+    hc: np.ndarray,
+    first: float,
+    n_time: int,
+    fplus: np.ndarray,
+    fcross: np.ndarray,
+    delay: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+) -> np.ndarray:
+    """``F+ h+ + Fx hx`` per detector, delayed, in a window of ``n_time`` samples: (3, n_time).
+
+    ``hp``, ``hc``: (n,) polarisations at ``sample_rate``, their first sample at (fractional)
+    index ``first`` of the window at the geocentre; ``fplus``, ``fcross``, ``delay`` (s): (3,)
+    from :func:`antenna_patterns`. The waveform is placed at whole-sample precision in a buffer
+    with ``_PAD`` samples of room either side of the window, cut (with a half-Hann ramp) where
+    it leaves the buffer; the remaining fractional sample and each detector's delay (at most
+    21 ms = 44 samples at 2048 Hz) are one phase factor in the frequency domain.
+    """
+    n_buf = n_time + 2 * _PAD
+    first = first + _PAD  # buffer index of hp[0]
     whole = int(np.floor(first + 0.5))
     frac = first - whole
     k0, k1 = max(0, -whole), min(hp.size, n_buf - whole)
@@ -265,29 +294,45 @@ def project(source: Source, distance_mpc: float = REFERENCE_DISTANCE_MPC) -> np.
     buf[:, -ramp.size :] *= ramp[::-1]
 
     spectrum = np.fft.rfft(buf, axis=-1)
-    fplus, fcross, delay = antenna_patterns(source.ra, source.dec, source.psi)
-    freqs = np.fft.rfftfreq(n_buf, DELTA_T)
-    shift = np.exp(-2j * np.pi * freqs * (frac * DELTA_T + delay[:, None]))
+    dt = 1.0 / sample_rate
+    freqs = np.fft.rfftfreq(n_buf, dt)
+    shift = np.exp(-2j * np.pi * freqs * (frac * dt + delay[:, None]))
     det_spectrum = (fplus[:, None] * spectrum[0] + fcross[:, None] * spectrum[1]) * shift
     strain = np.fft.irfft(det_spectrum, n=n_buf, axis=-1)
-    return np.ascontiguousarray(strain[:, _PAD : _PAD + N_TIME])
+    return np.ascontiguousarray(strain[:, _PAD : _PAD + n_time])
 
 
 @lru_cache(maxsize=None)
-def _band() -> np.ndarray:
-    freqs = np.fft.rfftfreq(N_TIME, DELTA_T)
+def _band(n_time: int, sample_rate: int) -> np.ndarray:
+    freqs = np.fft.rfftfreq(n_time, 1.0 / sample_rate)
     band = np.flatnonzero((freqs >= F_LOW) & (freqs <= F_HIGH))
     band.flags.writeable = False
     return band
 
 
-def optimal_snr(signal: np.ndarray) -> np.ndarray:
-    """Per-detector optimal SNR of ``signal`` (3, N_TIME) against :func:`noise_psd`: (3,)."""
-    band = _band()
-    spectrum = np.fft.rfft(signal, axis=-1)[:, band] * DELTA_T
-    delta_f = 1.0 / (N_TIME * DELTA_T)
-    rho2 = 4.0 * delta_f * np.sum(np.abs(spectrum) ** 2 / noise_psd()[:, band], axis=-1)
+def optimal_snr(signal: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Per-detector optimal SNR of ``signal`` (3, n) against :func:`noise_psd`: (3,).
+
+    The 2 s samples have n = N_TIME (a 0.5 Hz grid); a longer signal gets a finer grid, and
+    the PSD is taken on it (cached per length, so keep the lengths few).
+    """
+    n_time = signal.shape[-1]
+    dt = 1.0 / sample_rate
+    band = _band(n_time, sample_rate)
+    spectrum = np.fft.rfft(signal, axis=-1)[:, band] * dt
+    delta_f = 1.0 / (n_time * dt)
+    psd = noise_psd(n_time, sample_rate)[:, band]
+    rho2 = 4.0 * delta_f * np.sum(np.abs(spectrum) ** 2 / psd, axis=-1)
     return np.sqrt(rho2)
+
+
+def snr_scale(signal: np.ndarray, network_snr: float, sample_rate: int = SAMPLE_RATE):
+    """The factor that brings ``signal`` (3, n) to network optimal SNR ``network_snr``, and the
+    per-detector SNRs (3,) after scaling: ``(scale, snr_i)``."""
+    snr_i = optimal_snr(signal, sample_rate)
+    reference_snr = float(np.sqrt(np.sum(snr_i**2)))
+    scale = network_snr / reference_snr
+    return scale, snr_i * scale
 
 
 @lru_cache(maxsize=None)
@@ -304,7 +349,7 @@ def oracle_statistic(data: np.ndarray, template: np.ndarray) -> float:
     of detector i normalised to unit variance per quadrature. A detector whose template is
     exactly zero contributes nothing.
     """
-    band = _band()
+    band = _band(N_TIME, SAMPLE_RATE)
     window = _oracle_window()
     psd = noise_psd()[:, band]
     delta_f = 1.0 / (N_TIME * DELTA_T)
