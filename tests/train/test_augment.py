@@ -45,8 +45,42 @@ def test_random_erasing_fills_small_rectangles():
     assert torch.equal(random_erasing(x, 0.0, 18, (0.001, 0.004), (0.3, 3.3)), x)
 
 
+def _roll_of(y: torch.Tensor, x: torch.Tensor, max_cols: int) -> int | None:
+    """The circular shift s (|s| <= max_cols) with y == torch.roll(x, s, -1), or None."""
+    found = [s for s in range(-max_cols, max_cols + 1) if torch.equal(y, torch.roll(x, s, -1))]
+    return found[0] if found else None
+
+
 def test_augment_with_everything_off_is_identity():
     x = _x()
     assert torch.equal(augment(x, AugmentConfig()), x)
-    y = augment(x, AugmentConfig(erase_p=0.5, swap_p=0.5, shift_p=0.5, max_shift=3))
-    assert y.shape == x.shape and y.dtype == x.dtype
+
+
+def test_augment_swaps_then_shifts_in_columns_of_the_resized_image():
+    """swap_p=1, shift_p=1, max_shift=3 frames on an image resized to twice the native width
+    (frames_to_columns=2): every sample is H1/L1-swapped and rolled by at most 6 columns, and
+    over 400 samples every shift in -6..6 occurs (the bound really is 2 x 3 columns)."""
+    x = torch.randn(400, 3, 4, 16, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(3)
+    y = augment(x, AugmentConfig(swap_p=1.0, shift_p=1.0, max_shift=3), frames_to_columns=2.0)
+    swapped = x[:, [1, 0, 2]]
+    shifts = [_roll_of(y[i], swapped[i], 8) for i in range(len(x))]
+    assert None not in shifts
+    assert set(shifts) == set(range(-6, 7))
+
+
+def test_augment_probabilities_are_honoured():
+    """shift_p=0.5, swap_p=0.25 over 2,000 samples: the fractions of shifted and swapped
+    samples within 4 standard deviations of p (binomial)."""
+    n = 2000
+    x = torch.randn(n, 3, 2, 32, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(4)
+    y = augment(x, AugmentConfig(swap_p=0.25, shift_p=0.5, max_shift=4))
+    plain = [_roll_of(y[i], x[i], 4) for i in range(n)]
+    swap = [_roll_of(y[i], x[i][[1, 0, 2]], 4) for i in range(n)]
+    assert all((a is None) != (b is None) for a, b in zip(plain, swap))  # randn: never both
+    swapped = torch.tensor([b is not None for b in swap])
+    rolled = torch.tensor([(a if a is not None else b) != 0 for a, b in zip(plain, swap)])
+    for got, p in ((swapped.float().mean(), 0.25), (rolled.float().mean(), 0.5 * 8 / 9)):
+        sd = (p * (1 - p) / n) ** 0.5
+        assert abs(float(got) - p) < 4 * sd, (float(got), p)
