@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TTA_VIEWS = ("swap", "shift")
+TTA_VIEWS = ("swap", "shift", "flip")
 
 
 @dataclass
@@ -20,7 +20,9 @@ class InferConfig:
     # probabilities averaged ([] = the image alone; ["swap", "shift"] = 4 views).
     #   "swap":  H1 and L1 exchanged (3rd place's TTA: the two LIGO detectors are alike)
     #   "shift": the image rolled in time by ``tta_shift`` CQT frames (circularly)
-    # Both act on the normalised model input, as training's augment.swap_p / shift_p do.
+    #   "flip":  whitened strain negated (1D models on waves only; training's augment.flip_p)
+    # They act on the model input (normalised images or strain), as training's augment.swap_p /
+    # shift_p / flip_p do (the same data.views ops).
     tta: list[str] = field(default_factory=list)
     # CQT frames of the native image (train's augment.max_shift unit; -8 = -0.125 s at hop 32);
     # negative moves the merger (1.3-1.9 s into the sample) earlier, away from the edge.

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from data import layout
 from data import store as zstore
+from data import views
 from data.config import dict_diff, format_diff, from_dict
 from data.images import prepare_images
 from data.loader import StoreBlocks, batches, plan_epoch
@@ -333,13 +334,21 @@ def tta_views(tta: list[str]) -> list[tuple[str, ...]]:
 
 
 def apply_view(x: torch.Tensor, view: tuple[str, ...], shift_columns: int) -> torch.Tensor:
-    """One TTA view of model input (B, 3, H, W), i.e. after :func:`prepare_images`, where
-    training augments too: "swap" exchanges the H1 and L1 rows (channels 0 and 1), "shift"
-    rolls the time axis by ``shift_columns`` (circularly, as training's time shift does)."""
+    """One TTA view of model input, where training augments too: images (B, 3, H, W) after
+    :func:`prepare_images`, or whitened strain (B, 3, T). The ops are :mod:`data.views`',
+    which training's augmentations apply: "swap" exchanges the H1 and L1 rows (channels 0 and
+    1), "shift" rolls the time axis by ``shift_columns`` (circularly; columns of an image,
+    samples of strain), "flip" negates strain (waves only: |CQT(-x)| = |CQT(x)|, so an image
+    has no such view, and a negated normalised image is no image training made)."""
+    if "flip" in view:
+        if x.ndim != 3:
+            raise InferError(f"TTA view 'flip' is for whitened strain (B, 3, T); this model reads "
+                             f"images {tuple(x.shape)}")
+        x = views.flip_sign(x)
     if "swap" in view:
-        x = x[:, [1, 0, 2]]
+        x = views.swap_detectors(x)
     if "shift" in view:
-        x = torch.roll(x, shifts=shift_columns, dims=-1)
+        x = views.roll_time(x, shift_columns)
     return x
 
 

@@ -187,3 +187,19 @@ def test_inputs_refused_before_predicting(make_store, make_run, tmp_path):
         run(out, InferConfig(), runs=make_run(n_folds=1), store=store, truth=truth,
             progress=False)
     assert not out.exists()
+
+
+def test_apply_view_on_waves_and_flip_only_for_waves():
+    from infer.predict import apply_view
+
+    x = torch.randn(2, 3, 64)
+    assert torch.equal(apply_view(x, (), 5), x)
+    assert torch.equal(apply_view(x, ("flip",), 5), -x)
+    assert torch.equal(apply_view(x, ("swap", "shift"), 5),
+                       torch.roll(x[:, [1, 0, 2]], 5, dims=-1))
+    assert torch.equal(apply_view(x, ("swap", "shift", "flip"), -3),
+                       -torch.roll(x[:, [1, 0, 2]], -3, dims=-1))
+    assert tta_views(["swap", "flip"]) == [(), ("swap",), ("flip",), ("swap", "flip")]
+    assert InferConfig(tta=["flip"]).tta == ["flip"]
+    with pytest.raises(InferError, match="'flip' is for whitened strain"):
+        apply_view(torch.randn(2, 3, 8, 16), ("flip",), 0)
