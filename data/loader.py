@@ -39,6 +39,11 @@ float16 images: 18 MB; 4 x 64 of the seed's 3 x 232 x 257: 92 MB), and about
 ``2 * num_workers + 2`` blocks are in flight (the DataLoader's prefetch, in shared memory;
 the pinned copy; the block being cut into batches).
 
+Reads go through :func:`data.store.open_store`, so a chunk file that is missing or fails its
+crc32c checksum stops the epoch with :class:`data.store.StoreDamaged` naming the array, chunk
+and samples (never zeros in its place); in a worker process, torch re-raises it in the main
+process with the same type and text.
+
 Workers open the store lazily (the Zarr array is never pickled into them) and work with
 ``fork`` (zarr resets its I/O thread after a fork) as well as ``spawn``. Normalisation and
 augmentation happen in the main process on the device (:mod:`data.images`), never here.
