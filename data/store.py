@@ -30,10 +30,12 @@ store with a missing chunk file; ``python -m data.verify`` reads every chunk. ``
 ``bad_reason`` and ``waves`` (:data:`CHUNK_ARRAYS`) chunk by chunk.
 
 Group attributes: ``schema_version``, ``split``, ``n``, ``chunk_size``, ``config`` (the full
-resolved preprocessing config), ``transform`` (the part that fixes the images), ``source``,
+resolved preprocessing config), ``transform`` (its transform identity, computed by
+``preprocess.config.transform_identity``: what fixes the images and waves), ``source``,
 ``versions``, ``device_type`` (cpu or cuda: they round differently), ``psd_df`` (train only),
-and, once every chunk is done, ``complete``, ``channel_stats``, ``n_invalid`` and ``bad`` (a
-list of ``{id, reason}``, one per invalid sample).
+and, once every chunk is done, ``complete``, ``channel_stats`` and ``n_invalid``. Which samples
+are invalid and why lives in the ``valid`` and ``bad_reason`` arrays only
+(:func:`bad_samples`); preprocessing writes them out as ``CACHE/{split}_bad.csv`` too.
 """
 
 from __future__ import annotations
@@ -351,7 +353,7 @@ def write_chunk(
     ``images`` (n, 3, H, W) float16, ``valid`` (n,) bool; invalid samples are stored as
     zeros and left out of the statistics. ``bad_reason`` (n strings, "" for valid samples, all
     "" when None) says why each invalid sample was skipped; ``finalize`` collects them into
-    ``attrs["bad"]``. Every chunk is written, all-zero ones included.
+    :func:`bad_samples`. Every chunk is written, all-zero ones included.
     """
     sl = chunk_slice(chunk, g.attrs["n"], g.attrs["chunk_size"])
     if images.shape[0] != sl.stop - sl.start:
@@ -414,14 +416,19 @@ def finalize(g: zarr.Group) -> dict:
     mean = total / np.maximum(count, 1)
     std = np.sqrt(np.maximum(sq / np.maximum(count, 1) - mean**2, 0))
     stats = {"mean": mean.tolist(), "std": std.tolist()}
+    n_invalid = int((~np.asarray(g["valid"][:])).sum())
+    g.attrs.update({"channel_stats": stats, "complete": True, "n_invalid": n_invalid})
+    return stats
+
+
+def bad_samples(g: zarr.Group) -> list[dict]:
+    """``[{id, reason}]`` of every sample skipped as bad input, in store order: read from the
+    ``valid`` and ``bad_reason`` arrays, the one place the store keeps them."""
     valid = np.asarray(g["valid"][:])
     invalid = np.flatnonzero(~valid)
     ids = int_to_id(np.asarray(g["ids"][:])[invalid])
     reasons = np.asarray(g["bad_reason"][:])[invalid]
-    bad = [{"id": i, "reason": str(r)} for i, r in zip(ids, reasons)]
-    g.attrs.update({"channel_stats": stats, "complete": True, "n_invalid": int(invalid.size),
-                    "bad": bad})
-    return stats
+    return [{"id": i, "reason": str(r)} for i, r in zip(ids, reasons)]
 
 
 def psd_sha256(psd: np.ndarray) -> str:

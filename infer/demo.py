@@ -98,7 +98,8 @@ def run_demo(
     from data.synth import generate
     from infer.cli import run as infer_run
     from infer.config import InferConfig
-    from infer.plots import cqt_preview, plot_curves, read_history
+    from data.history import read_history
+    from infer.plots import cqt_preview, plot_curves
     from preprocess import pipeline
     from preprocess.config import PreprocessConfig
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pathlib import Path
 from typing import Any
 
-from data.config import ConfigError, dict_diff, from_dict, to_dict
+from data.config import ConfigError, dict_diff, from_dict, load_config, to_dict
 from data.layout import N_TIME, SAMPLE_RATE
 
 
@@ -65,6 +66,15 @@ class PreprocessConfig:
     write_threads: int = 2
     on_bad: Literal["error", "skip"] = "error"
     save_waves: bool = False  # also store the whitened time series (float16) for 1D models
+
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "preprocess"
+
+
+def load_preset(name: str, overrides: list[str] = ()) -> PreprocessConfig:
+    """``configs/preprocess/NAME.yaml`` (``default``, ``seed``) with ``key=value`` overrides:
+    what tests and benches use instead of copies of the presets' values."""
+    return load_config(PreprocessConfig, PRESETS_DIR / f"{name}.yaml", list(overrides))
 
 
 # Bumped whenever the code of preprocess/transforms.py changes a stored output for the same

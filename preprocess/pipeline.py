@@ -226,7 +226,7 @@ def _chunk_len(chunk: int, n: int, cfg: PreprocessConfig) -> int:
 def _finalize(g, path: Path, split: str, out: Path) -> int:
     """Channel statistics, ``complete``, the bad list and its CSV; returns the invalid count."""
     zstore.finalize(g)
-    bad = g.attrs["bad"]
+    bad = zstore.bad_samples(g)
     csv_path = out / f"{split}_bad.csv"
     if bad:
         with csv_path.open("w", newline="") as f:

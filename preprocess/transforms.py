@@ -381,6 +381,12 @@ class CQT(nn.Module):
         """(n_bins, n_frames) for a signal of n_time samples."""
         return self.n_bins, self.n_frames(n_time)
 
+    def frame_times(self, n_time: int) -> np.ndarray:
+        """Centre time (s from the signal's start) of each frame: frame j is centred on sample
+        j * hop_length (the signal is padded by half a kernel). ``self.frequencies`` holds each
+        bin's centre frequency (Hz), as nnAudio computes it."""
+        return np.arange(self.n_frames(n_time)) * self.hop_length / self.sample_rate
+
     def _fft_length(self, n_time: int) -> int:
         """N: the padded length rounded up to a multiple of hop (zeros beyond are harmless)."""
         padded = n_time + 2 * (self.kernel_width // 2)

@@ -378,8 +378,9 @@ def model_card(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> modelca
 
 
 def write_history(run: Path, history: list[dict], cfg: TrainConfig) -> None:
-    rundir.write_history(run / rundir.HISTORY_FILE, history)
-    rundir.plot_curves(run / rundir.CURVES_FILE, history,
+    history_file = run / rundir.HISTORY_FILE
+    rundir.write_history(history_file, history)
+    rundir.plot_curves(rundir.read_history(history_file), run / rundir.CURVES_FILE,
                        title=f"{cfg.name} fold {cfg.fold}: {cfg.model.name}")
 
 

@@ -30,14 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from data import layout
-from data.modelcard import OOF_FILE, read_oof, write_oof  # noqa: F401  (the run's contract)
+from data.history import (  # noqa: F401  (the run's contract)
+    HISTORY_FILE,
+    plot_curves,
+    read_history,
+    write_history,
+)
+from data.modelcard import OOF_FILE, read_oof, write_oof  # noqa: F401
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
-HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc", "lr", "samples_per_s")
 
 _CHECKPOINT = re.compile(r"checkpoint_(\d+)")
 
@@ -77,37 +81,3 @@ def mark_complete(checkpoint: Path, summary: dict) -> None:
     tmp = Path(checkpoint) / (COMPLETE + ".tmp")
     tmp.write_text(json.dumps(summary) + "\n")
     os.replace(tmp, Path(checkpoint) / COMPLETE)
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    with Path(path).open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
-        w.writeheader()
-        for row in history:
-            w.writerow({k: row[k] for k in HISTORY_COLUMNS})
-
-
-def plot_curves(path: Path, history: list[dict], title: str = "") -> None:
-    """Loss (train and validation), validation AUC and learning rate against epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epoch = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
-    axes[0].plot(epoch, [h["train_loss"] for h in history], "o-", label="train")
-    axes[0].plot(epoch, [h["val_loss"] for h in history], "o-", label="validation")
-    axes[0].set_ylabel("BCE loss")
-    axes[0].legend()
-    axes[1].plot(epoch, [h["val_auc"] for h in history], "o-", color="tab:green")
-    axes[1].set_ylabel("validation AUC")
-    axes[2].plot(epoch, [h["lr"] for h in history], "o-", color="tab:red")
-    axes[2].set_ylabel("learning rate")
-    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -27,6 +27,7 @@ import torch
 import zarr
 
 from data import layout
+from data import store as zstore
 from data.config import load_config, to_dict
 from data.layout import BadSample, DataError
 from data.store import SCHEMA_VERSION, StoreError
@@ -52,7 +53,7 @@ def assert_identical(a: Path, b: Path) -> None:
         else:
             assert x[k].tobytes() == y[k].tobytes(), f"{k} differs"
     ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
-    for key in ("channel_stats", "bad", "transform", "complete"):
+    for key in ("channel_stats", "n_invalid", "transform", "complete"):
         assert ga.attrs[key] == gb.attrs[key], key
 
 
@@ -108,7 +109,7 @@ def test_end_to_end(dataset, reference_cache, make_config):
         assert attrs["config"] == to_dict(cfg)
         assert attrs["source"] == str(dataset.resolve())
         assert {"torch", "nnAudio", "zarr", "numpy", "g2net-spectrogram"} <= set(attrs["versions"])
-        assert attrs["bad"] == [] and attrs["n_invalid"] == 0
+        assert zstore.bad_samples(g) == [] and attrs["n_invalid"] == 0
         assert summary["splits"][split]["n"] == n and summary["splits"][split]["n_invalid"] == 0
 
     # The PSD: the first n_psd target-0 training samples, its hash in the transform attribute.
@@ -390,8 +391,9 @@ def test_skip_records_bad_samples(data_copy, cache_with_train, make_config, refe
     ref = zarr.open_group(str(reference_cache[0] / "test.zarr"), mode="r")
     assert np.array_equal(images[valid], np.asarray(ref["images"][:])[valid])
     assert g.attrs["complete"] and g.attrs["n_invalid"] == 3
-    assert [b["id"] for b in g.attrs["bad"]] == list(reasons)
-    for b in g.attrs["bad"]:
+    bad = zstore.bad_samples(g)
+    assert [b["id"] for b in bad] == list(reasons)
+    for b in bad:
         assert re.match(reasons[b["id"]], b["reason"]), b
     # Statistics leave the skipped samples out.
     kept = images[valid].astype(np.float64)
@@ -399,5 +401,4 @@ def test_skip_records_bad_samples(data_copy, cache_with_train, make_config, refe
                                rtol=1e-9)
     with (cache_with_train / "test_bad.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["id"], r["reason"]) for r in rows] == [(b["id"], b["reason"])
-                                                       for b in g.attrs["bad"]]
+    assert [(r["id"], r["reason"]) for r in rows] == [(b["id"], b["reason"]) for b in bad]

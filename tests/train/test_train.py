@@ -220,6 +220,21 @@ def test_resume_after_sigkill_is_exact(kind_store, tmp_path):
     assert (fold_a / "oof.csv").read_text() == (fold_b / "oof.csv").read_text()
 
 
+@pytest.mark.timeout(240)
+def test_resume_with_a_changed_config_warns(single, train_store, tmp_path):
+    """resume=auto with another learning rate and more epochs continues, and says which keys
+    changed (the run is no longer the one it would have been); unchanged keys go unmentioned."""
+    run = tmp_path / "single"
+    shutil.copytree(single.parent, run)
+    done = _run(*SMALL, f"store={train_store}", f"out={tmp_path}", "name=single", "epochs=4",
+                "lr=2e-3", "resume=auto")
+    warning = [line for line in done.stderr.splitlines() if "resuming with a changed config" in line]
+    assert len(warning) == 1, done.stderr[-3000:]
+    assert "epochs: 3 -> 4" in warning[0] and "lr: 0.005 -> 0.002" in warning[0]
+    assert "batch_size" not in warning[0] and "resume" not in warning[0].split("(")[1]
+    assert [int(h["epoch"]) for h in _history(run / "fold0")] == [1, 2, 3, 4]
+
+
 @pytest.mark.timeout(300)
 def test_two_processes(single, train_store, tmp_path):
     """accelerate launch --multi_gpu --num_processes 2 (gloo on CPU): every validation sample
