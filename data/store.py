@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import zarr
 import zarr.codecs
+import zarr.storage
 
 from data.layout import int_to_id
 
@@ -44,6 +45,26 @@ SCHEMA_VERSION = 1
 
 class StoreError(ValueError):
     """A store that is missing, incomplete, of another schema, or made another way."""
+
+
+class _LocalStore(zarr.storage.LocalStore):
+    """zarr's local store, whose failed writes name the file.
+
+    zarr writes a chunk with ``write`` on an already open file, so an ``OSError`` from a full
+    disk or a file-size limit carries no file name and the user would not learn where.
+    """
+
+    async def set(self, key: str, value) -> None:
+        try:
+            await super().set(key, value)
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            raise OSError(e.errno, e.strerror, str(self.root / key)) from e
+
+
+def _open_group(path: str | Path, mode: str) -> zarr.Group:
+    return zarr.open_group(store=_LocalStore(str(path), read_only=mode == "r"), mode=mode)
 
 
 def n_chunks(n: int, chunk_size: int) -> int:
@@ -82,7 +103,7 @@ def create(
     """Create an empty store (overwriting ``path``); ids and targets are written at once."""
     n = len(ids)
     nc = n_chunks(n, chunk_size)
-    g = zarr.open_group(str(path), mode="w")
+    g = _open_group(path, mode="w")
     comp = compressors(codec, clevel)
     g.create_array(
         "images", shape=(n, *image_shape), chunks=(chunk_size, *image_shape),
@@ -114,7 +135,7 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise StoreError(f"{path}: no Zarr store here (run `python -m preprocess` first)")
-    g = zarr.open_group(str(path), mode=mode)
+    g = _open_group(path, mode=mode)
     version = g.attrs.get("schema_version")
     if version != SCHEMA_VERSION:
         raise StoreError(
@@ -156,7 +177,8 @@ def write_chunk(
     # [count, sum, sum of squares] per channel: summed over chunks into mean/std at the end,
     # so ranks never share state and a resumed run counts every chunk exactly once.
     stats = np.stack([
-        np.full(x.shape[1], x[:, 0].size, dtype=np.float64) if len(x) else np.zeros(images.shape[1]),
+        np.full(x.shape[1], x[:, 0].size, dtype=np.float64) if len(x)
+        else np.zeros(images.shape[1]),
         x.sum(axis=(0, 2, 3)),
         np.square(x).sum(axis=(0, 2, 3)),
     ], axis=-1)

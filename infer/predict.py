@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -305,7 +304,8 @@ def training_psd(fold: Fold) -> np.ndarray:
     got = zstore.psd_sha256(psd)
     if got != want:
         raise MismatchError(
-            f"{fold.path / CARD_FILE}: {format_diff([('psd_sha256', want, got)], 'transform', 'psd')}"
+            f"{fold.path / CARD_FILE}: "
+            f"{format_diff([('psd_sha256', want, got)], 'transform', 'psd')}"
             " (the card's PSD is not the one its transform names: the card is damaged)"
         )
     return psd

@@ -13,6 +13,7 @@
     oof.csv            id,target,pred of the held-out fold at the best epoch (pred = probability)
     history.csv        epoch,train_loss,val_loss,val_auc,lr,samples_per_s (epoch 1 = first pass)
     curves.png         loss, validation AUC and learning rate per epoch
+    logs/NAME/         the trackers' files with ``log_with`` (tensorboard: events.out.tfevents.*)
 
 ``fold=all`` adds ``OUT/NAME/oof.csv`` (every fold's out-of-fold predictions) at the end.
 """
@@ -35,6 +36,7 @@ COMPLETE = "COMPLETE"
 OOF_FILE = "oof.csv"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
+LOGS_DIR = "logs"
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc", "lr", "samples_per_s")
 
 _CHECKPOINT = re.compile(r"checkpoint_(\d+)")

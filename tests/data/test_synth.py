@@ -289,7 +289,9 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     base = ["--out", str(tmp_path), "--n-test", "0", "--seed", "0", "--jobs", "1"]
     with pytest.raises(SystemExit) as exc:
         synth.main([*base, "--n-train", "4"])
-    assert exc.value.code == 2 and "not empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("g2net-synth: error: ") and "not empty" in err
+    assert len(err.splitlines()) == 1, err
     with pytest.raises(SystemExit):
         synth.main([*base, "--n-train", "0", "--overwrite"])
     assert "n_train must be at least 2" in capsys.readouterr().err

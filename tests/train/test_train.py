@@ -29,8 +29,8 @@ from data.config import load_config
 from data.images import prepare_images
 from data.metrics import roc_auc
 from data.modelcard import file_sha256, read_card
-from train.config import TrainConfig
 from train import rundir
+from train.config import TrainConfig
 from train.folds import stratified_folds
 
 REPO = Path(__file__).resolve().parents[2]
