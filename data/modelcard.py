@@ -79,6 +79,16 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# Whitened strain has unit variance in Gaussian noise by construction (preprocess.transforms
+# .Whiten), so models reading ``waves`` get it as it is: these are its recorded statistics.
+WAVES_STATS = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+
+
+def input_stats(g, input: str) -> dict:
+    """Per-channel ``{"mean", "std"}`` that normalise the ``input`` array of store ``g``."""
+    return dict(g.attrs["channel_stats"]) if input == "images" else dict(WAVES_STATS)
+
+
 def card_from_store(g, *, model_name: str, model_kwargs: dict, input: str = "images",
                     image_size: list[int] | None = None, fold: int = 0, best_epoch: int = 0,
                     best_auc: float = float("nan"), n_folds: int = 5,
@@ -95,7 +105,7 @@ def card_from_store(g, *, model_name: str, model_kwargs: dict, input: str = "ima
         model_kwargs=dict(model_kwargs),
         input=input,
         image_size=list(image_size) if image_size is not None else None,
-        channel_stats=dict(g.attrs["channel_stats"]),
+        channel_stats=input_stats(g, input),
         transform=dict(g.attrs["transform"]),
         preprocess_config=dict(g.attrs["config"]),
         psd=zstore.read_psd(g).tolist(),  # checked against the store's recorded hash

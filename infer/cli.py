@@ -82,14 +82,18 @@ def run(
     check_folds(folds)
     share = dict(rank=accelerator.process_index, world_size=accelerator.num_processes)
     transform = None
+    kinds = tuple(sorted({f.card.input for f in folds}))
     if store is not None:
-        inputs = store_inputs(store, cfg.batch_size, **share)
+        inputs = store_inputs(store, cfg.batch_size, **share, arrays=kinds)
         check_store(folds, inputs.attrs, store)
         if sample_submission is None:
             sample_submission = find_sample_submission(inputs.attrs, None)
     else:
         inputs = raw_inputs(data, split, cfg.batch_size, **share)
-        transform = build_transform(folds[0])  # check_folds: every fold has this transform
+        # check_folds: every fold's input is made by this transform (an images fold's, if
+        # any: a waves-only card's CQT settings are not part of what its model depends on).
+        transform = build_transform(next((f for f in folds if f.card.input == "images"),
+                                         folds[0]))
         if sample_submission is None and split == "test":
             sample_submission = find_sample_submission(None, data)
     source = inputs.source

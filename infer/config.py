@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TTA_VIEWS = ("swap", "shift")
+TTA_VIEWS = ("swap", "shift", "flip")
 
 
 @dataclass
@@ -19,12 +19,14 @@ class InferConfig:
     # Test-time augmentation: every combination of the listed views is predicted and the
     # probabilities averaged ([] = the image alone; ["swap", "shift"] = 4 views).
     #   "swap":  H1 and L1 exchanged (3rd place's TTA: the two LIGO detectors are alike)
-    #   "shift": the image rolled in time by ``tta_shift`` CQT frames (circularly)
-    # Both act on the normalised model input, as training's augment.swap_p / shift_p do.
+    #   "shift": the input rolled in time by ``tta_shift`` seconds (circularly)
+    #   "flip":  whitened strain negated (1D models on waves only; training's augment.flip_p)
+    # They act on the model input (normalised images or strain), as training's augment.swap_p /
+    # shift_p / flip_p do (the same data.views ops).
     tta: list[str] = field(default_factory=list)
-    # CQT frames of the native image (train's augment.max_shift unit; -8 = -0.125 s at hop 32);
-    # negative moves the merger (1.3-1.9 s into the sample) earlier, away from the edge.
-    tta_shift: int = -8
+    # Seconds (images: in CQT frames of the model's input width; waves: in samples); negative
+    # moves the merger (1.3-1.9 s into the sample) earlier, away from the edge.
+    tta_shift: float = -0.125
     ensemble: Literal["mean", "rank"] = "mean"  # folds: mean probability, or mean rank in (0, 1]
     # Explicit checkpoints (``best.safetensors`` files or fold directories); empty = every
     # ``fold*/best.safetensors`` under ``--runs``.

@@ -39,12 +39,12 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from data import layout
+from data import layout, views
 from data import store as zstore
 from data.config import dict_diff, format_diff, from_dict
-from data.images import prepare_images
+from data.images import model_input
 from data.loader import StoreBlocks, batches, plan_epoch
-from data.metrics import average_ranks
+from data.metrics import average_ranks, probability
 from data.modelcard import CARD_FILE, WEIGHTS_FILE, ModelCard, read_card, verify_weights
 from infer.config import InferConfig
 from preprocess.config import PreprocessConfig, identity_drift, identity_for
@@ -222,30 +222,33 @@ class Inputs:
     valid: np.ndarray  # (N,) False for rows known to be invalid before reading (store)
     source: str
     attrs: dict | None = None  # the store's attributes (store input only)
-    raw: bool = False  # x is strain to transform (True) or stored images (False)
+    raw: bool = False  # x is strain to transform (True) or stored arrays (False)
+    arrays: tuple[str, ...] = ()  # the stored arrays each block holds, in order (store only)
 
 
 class _StoreRows(IterableDataset):
-    """A sequential :class:`data.loader.StoreBlocks` as (images, ok, index) blocks."""
+    """A sequential :class:`data.loader.StoreBlocks` as (*arrays, ok, index) blocks."""
 
     def __init__(self, blocks: StoreBlocks):
         self.blocks = blocks
 
     def __iter__(self):
-        for images, _, index in self.blocks:
-            yield images, torch.ones(index.shape, dtype=torch.bool), index
+        for *arrays, _, index in self.blocks:
+            yield *arrays, torch.ones(index.shape, dtype=torch.bool), index
 
 
-def store_inputs(path: str | Path, batch_size: int, rank: int = 0, world_size: int = 1) -> Inputs:
-    """A finished image store. Rows marked invalid are not read (the loader skips them)."""
+def store_inputs(path: str | Path, batch_size: int, rank: int = 0, world_size: int = 1,
+                 arrays: tuple[str, ...] = ("images",)) -> Inputs:
+    """A finished store; ``arrays`` the ones the models read (``images``, ``waves``). Rows
+    marked invalid are not read (the loader skips them)."""
     g = zstore.require_complete(path)
     valid = np.asarray(g["valid"][:], dtype=bool)
     if not valid.any():
         raise InferError(f"{path}: every sample is marked invalid")
     blocks = StoreBlocks(path, batch_size=batch_size, shuffle=False, rank=rank,
-                         world_size=world_size)
+                         world_size=world_size, arrays=arrays)
     return Inputs(dataset=_StoreRows(blocks), ids=layout.int_to_id(g["ids"][:]), valid=valid,
-                  source=str(path), attrs=g.attrs.asdict())
+                  source=str(path), attrs=g.attrs.asdict(), arrays=tuple(arrays))
 
 
 class RawStrain(IterableDataset):
@@ -332,15 +335,44 @@ def tta_views(tta: list[str]) -> list[tuple[str, ...]]:
     return [combo for r in range(len(tta) + 1) for combo in itertools.combinations(tta, r)]
 
 
-def apply_view(x: torch.Tensor, view: tuple[str, ...], shift_columns: int) -> torch.Tensor:
-    """One TTA view of model input (B, 3, H, W), i.e. after :func:`prepare_images`, where
-    training augments too: "swap" exchanges the H1 and L1 rows (channels 0 and 1), "shift"
-    rolls the time axis by ``shift_columns`` (circularly, as training's time shift does)."""
+def apply_view(x: torch.Tensor, view: tuple[str, ...], shift: int) -> torch.Tensor:
+    """One TTA view of model input, where training augments too: images (B, 3, H, W) after
+    :func:`data.images.model_input`, or whitened strain (B, 3, T). The ops are
+    :mod:`data.views`', which training's augmentations apply: "swap" exchanges the H1 and L1
+    rows, "shift" rolls the time axis by ``shift`` (circularly; columns of an image, samples
+    of strain), "flip" negates strain. An image's "flip" view is the image itself:
+    |CQT(-x)| = |CQT(x)|, so a mixed ensemble can ask for it."""
+    if "flip" in view and x.ndim == 3:
+        x = views.flip_sign(x)
     if "swap" in view:
-        x = x[:, [1, 0, 2]]
+        x = views.swap_detectors(x)
     if "shift" in view:
-        x = torch.roll(x, shifts=shift_columns, dims=-1)
+        x = views.roll_time(x, shift)
     return x
+
+
+def tta_shift_steps(card: ModelCard, native: int, width: int, seconds: float) -> int:
+    """``seconds`` of time shift in steps of a model input ``width`` steps wide made from a
+    stored array ``native`` steps wide: samples of strain, or columns of an image (CQT frames
+    of ``hop_length`` samples, times ``width / native`` when the model reads resized images,
+    as training's ``augment.max_shift`` is rescaled)."""
+    rate = card.transform["sample_rate"]
+    if card.input == "waves":
+        return round(seconds * rate)
+    hop = card.preprocess_config["cqt"]["hop_length"]
+    return round(seconds * rate / hop * width / native)
+
+
+def fold_views(fold: Fold, arrays: dict[str, torch.Tensor], views: list[tuple[str, ...]],
+               tta_shift: float) -> list[torch.Tensor]:
+    """The model input of ``fold`` from the batch's stored arrays (float16, as in the store),
+    one tensor per TTA view: what training fed the model, then each view."""
+    card = fold.card
+    stats = card.channel_stats
+    x = arrays[card.input]
+    base = model_input(x, card.input, stats["mean"], stats["std"], card.image_size)
+    shift = tta_shift_steps(card, x.shape[-1], base.shape[-1], tta_shift)
+    return [apply_view(base, view, shift) for view in views]
 
 
 def combine(probs: np.ndarray, ensemble: str) -> np.ndarray:
@@ -421,30 +453,32 @@ def predict(
     seen = np.zeros(n, dtype=bool)
     bar = tqdm(total=int(valid.sum()), desc="infer", unit="sample", dynamic_ncols=True,
                disable=not (progress and accelerator.is_main_process))
+    kinds = sorted({f.card.input for f in folds})
     with torch.inference_mode():
         blocks = (send_to_device(block, accelerator.device) for block in loader)
-        for x, ok, index in batches(blocks, cfg.batch_size):
+        for *xs, ok, index in batches(blocks, cfg.batch_size):
             if transform is not None:
                 with _ieee_fp32():
-                    x = transform(x)[0].to(torch.float16)
-                ok = ok & torch.isfinite(x).flatten(1).all(dim=1)
+                    images, waves = transform(xs[0])
+                # Rounded to float16 as the store holds them, so both paths feed the models
+                # the same numbers; a value float16 cannot hold makes the sample invalid.
+                arrays = {"images": images.to(torch.float16), "waves": waves.to(torch.float16)}
+                for kind in kinds:
+                    ok = ok & torch.isfinite(arrays[kind]).flatten(1).all(dim=1)
+            else:
+                arrays = dict(zip(inputs.arrays, xs))
             logits = []
             for fold, model in zip(folds, models):
-                stats = fold.card.channel_stats
-                base = prepare_images(x, stats["mean"], stats["std"], fold.card.image_size)
-                # Training's time shift is in CQT frames of the native image; so is tta_shift.
-                shift = round(cfg.tta_shift * base.shape[-1] / x.shape[-1])
                 logits.append(torch.stack([
-                    model(apply_view(base, view, shift)).float().view(-1) for view in views
+                    model(x).float().view(-1)
+                    for x in fold_views(fold, arrays, views, cfg.tta_shift)
                 ], dim=-1))
             logits = torch.stack(logits, dim=1)  # (B, n_folds, n_views)
             # bool tensors do not all-gather on every backend: send uint8.
             logits, ok, index = accelerator.gather((logits, ok.to(torch.uint8), index))
             keep = index >= 0
             rows = index[keep].cpu().numpy()
-            # Probabilities from float32 logits in float64: a float32 sigmoid rounds every
-            # logit above ~17 to 1.0, and ties among confident samples would cost AUC.
-            p = 1.0 / (1.0 + np.exp(-logits[keep].cpu().numpy().astype(np.float64)))
+            p = probability(logits[keep].cpu().numpy())
             probs[:, :, rows] = p.transpose(1, 2, 0)
             valid[rows] &= ok[keep].cpu().numpy().astype(bool)
             seen[rows] = True

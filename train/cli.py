@@ -9,21 +9,16 @@ augment.swap_p=0.5 ...``). Devices, processes and mixed precision come from the 
 (``accelerate launch --mixed_precision bf16 --multi_gpu --num_processes 4``), never from the
 config. Outputs go to ``OUT/NAME/fold{k}/`` (:mod:`train.rundir` lists them).
 
-``fold=all`` trains every fold in turn, each in a fresh subprocess so that no state leaks
-from one fold into the next:
+``fold=all`` trains every fold in turn, each in a fresh ``python -m train ... fold=k``
+subprocess (same environment) so that no state leaks from one fold into the next. It runs
+from a single process only: under a multi-process launch, train the folds one launch each,
+as timm's and ConvNeXt's scripts leave to the shell::
 
-* started as one process (``python -m train``, or ``accelerate launch`` with one process,
-  whose flags travel in ``ACCELERATE_*`` environment variables), each fold runs as
-  ``sys.executable -m train ... fold=k`` with the same environment;
-* started under a multi-process launch, local rank 0 of each machine re-launches each fold
-  with ``python -m accelerate.commands.launch --multi_gpu --num_processes WORLD_SIZE
-  --num_machines --machine_rank --main_process_ip MASTER_ADDR --main_process_port
-  MASTER_PORT+1+k [--mixed_precision ...] [--dynamo_backend ...] -m train ... fold=k`` (the
-  other ranks exit), so each fold gets the same processes; FSDP/DeepSpeed launch settings
-  are not carried over.
+    for k in 0 1 2 3 4; do accelerate launch --multi_gpu ... -m train ... fold=$k; done
 
-At the end the folds' ``oof.csv`` are joined into ``OUT/NAME/oof.csv`` and the out-of-fold
-AUC is logged. ``resume=auto`` resumes each fold (finished folds return at once).
+Whichever way the folds were trained, the fold that completes the set joins every fold's
+``oof.csv`` into ``OUT/NAME/oof.csv`` and logs the out-of-fold AUC. ``resume=auto`` resumes
+each fold (finished folds return at once).
 
 Bad input (missing, incomplete or foreign store, a fold outside ``n_folds``, an unknown or
 mistyped key, a model or image size that cannot run, a tracker that is not installed, a run
@@ -122,8 +117,17 @@ def model_kwargs(cfg: ModelConfig) -> dict:
             "drop_path_rate": cfg.drop_path_rate}
 
 
+def input_kind(model_name: str) -> str:
+    """``"waves"`` for the 1D CNNs of :mod:`data.models1d`, ``"images"`` for every other model."""
+    import data.models1d
+
+    return "waves" if model_name in data.models1d.WAVE_MODELS else "images"
+
+
 def build_model(cfg: ModelConfig) -> torch.nn.Module:
     import timm
+
+    import data.models1d  # noqa: F401  (registers the 1D CNNs with timm)
 
     kwargs = model_kwargs(cfg)
     try:
@@ -141,15 +145,18 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
         raise TrainError(f"model.name={cfg.name}: cannot create the model: {e}") from None
 
 
-def check_input_size(model: torch.nn.Module, name: str, shape: tuple[int, int]) -> None:
-    """One forward pass on zeros (CPU, eval mode): a size the model cannot take fails here."""
+def check_input_size(model: torch.nn.Module, name: str, shape: tuple[int, ...]) -> None:
+    """One forward pass on zeros (CPU, eval mode) of one sample of ``shape`` (an image's (H, W)
+    or the strain's (T,)): a size the model cannot take fails here."""
     model.eval()
     try:
         with torch.no_grad():
             out = model(torch.zeros(1, 3, *shape))
     except Exception as e:
+        what = ("images of size " + "x".join(map(str, shape)) if len(shape) == 2
+                else f"strain of {shape[0]} samples")
         raise TrainError(
-            f"model {name} cannot take images of size {shape[0]}x{shape[1]} "
+            f"model {name} cannot take {what} "
             f"(set image_size=[H,W] or choose another model): {type(e).__name__}: {e}"
         ) from None
     finally:
@@ -191,8 +198,16 @@ def train_fold(cfg: TrainConfig) -> dict:
     run = rundir.fold_dir(cfg.out, cfg.name, cfg.fold)
     g = open_training_store(cfg.store)
     train_rows, val_rows = fold_rows(g, cfg.n_folds, cfg.fold_seed, cfg.fold)
+    kind = input_kind(cfg.model.name)
+    if kind not in g:
+        raise TrainError(f"{cfg.store}: model {cfg.model.name} reads whitened strain, but the "
+                         "store has no waves array: preprocess with save_waves=true")
+    if kind == "waves" and cfg.image_size is not None:
+        raise TrainError(f"image_size: {cfg.model.name} reads whitened strain, not images; "
+                         "leave image_size unset")
     image_shape = tuple(g["images"].shape[1:])
-    size = tuple(cfg.image_size) if cfg.image_size is not None else image_shape[1:]
+    size = (tuple(cfg.image_size) if cfg.image_size is not None
+            else image_shape[1:] if kind == "images" else tuple(g["waves"].shape[2:]))
     if cfg.resume is None and rundir.checkpoint_dirs(run):
         raise TrainError(f"{run} already holds checkpoints: pass resume=auto to continue that "
                          "run, or choose another name/out")
@@ -232,10 +247,11 @@ def train_fold(cfg: TrainConfig) -> dict:
     rank, world = accelerator.process_index, accelerator.num_processes
     train_ds = StoreBlocks(cfg.store, train_rows, batch_size=cfg.batch_size, shuffle=True,
                            seed=cfg.seed, buffer_chunks=cfg.loader.shuffle_buffer_chunks,
-                           rank=rank, world_size=world, batch_multiple=cfg.grad_accum)
+                           rank=rank, world_size=world, batch_multiple=cfg.grad_accum,
+                           arrays=(kind,))
     val_ds = StoreBlocks(cfg.store, val_rows, batch_size=cfg.batch_size, shuffle=False,
                          buffer_chunks=cfg.loader.shuffle_buffer_chunks, rank=rank,
-                         world_size=world)
+                         world_size=world, arrays=(kind,))
     updates_per_epoch = train_ds.plan().n_batches // cfg.grad_accum
     if updates_per_epoch < 1:
         raise TrainError(
@@ -299,18 +315,18 @@ def train_fold(cfg: TrainConfig) -> dict:
             log.info("resumed from %s: epoch %d, batch %d, update %d", latest, state.epoch + 1,
                      state.batches_done, state.num_updates)
 
-    stats = g.attrs["channel_stats"]
+    stats = modelcard.input_stats(g, kind)
     inputs = Inputs(mean=tuple(stats["mean"]), std=tuple(stats["std"]),
                     image_size=tuple(cfg.image_size) if cfg.image_size else None,
-                    n_frames=image_shape[-1], channels_last=cfg.channels_last)
+                    n_frames=image_shape[-1], channels_last=cfg.channels_last, kind=kind)
     train_loader = device_loader(train_ds, accelerator, cfg.loader.num_workers)
     val_loader = device_loader(val_ds, accelerator, cfg.loader.num_workers)
     eval_model = ema.module if ema is not None else model
     ids = np.asarray(g["ids"][:])
     log.info(
-        "fold %d/%d: %d train, %d validation samples; %s at %s on %d process(es) (%s, %s); "
+        "fold %d/%d: %d train, %d validation samples; %s on %s %s on %d process(es) (%s, %s); "
         "%d updates per epoch; run %s", cfg.fold, cfg.n_folds, train_ds.indices.size,
-        val_ds.indices.size, cfg.model.name, "x".join(map(str, size)), world,
+        val_ds.indices.size, cfg.model.name, kind, "x".join(map(str, size)), world,
         accelerator.device, accelerator.mixed_precision, updates_per_epoch, run,
     )
 
@@ -376,7 +392,8 @@ def model_card(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> modelca
     """The fold's model card (:mod:`data.modelcard`): the model and its training result from
     ``cfg``, the description of its inputs from the training store ``g``."""
     return modelcard.card_from_store(
-        g, model_name=cfg.model.name, model_kwargs=model_kwargs(cfg.model), input="images",
+        g, model_name=cfg.model.name, model_kwargs=model_kwargs(cfg.model),
+        input=input_kind(cfg.model.name),
         image_size=list(cfg.image_size) if cfg.image_size is not None else None,
         fold=cfg.fold, best_epoch=best_epoch, best_auc=best_auc, n_folds=cfg.n_folds,
         fold_seed=cfg.fold_seed)
@@ -392,47 +409,33 @@ def write_history(run: Path, history: list[dict], cfg: TrainConfig) -> None:
 # All folds
 
 
-def fold_command(config: str | None, overrides: list[str], name: str, fold: int,
-                 env: dict) -> list[str]:
-    """The command that trains one fold with the same launch as this process (module doc)."""
-    args = ["-m", "train", *(["--config", config] if config else []), *overrides,
-            f"name={name}", f"fold={fold}"]
-    world = int(env.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return [sys.executable, *args]
-    nodes = world // int(env.get("LOCAL_WORLD_SIZE", world))
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-              "--num_processes", str(world), "--num_machines", str(nodes),
-              "--machine_rank", env.get("GROUP_RANK", "0"),
-              "--main_process_ip", env.get("MASTER_ADDR", "127.0.0.1"),
-              "--main_process_port", str(int(env.get("MASTER_PORT", "29500")) + 1 + fold)]
-    if env.get("ACCELERATE_MIXED_PRECISION"):
-        launch += ["--mixed_precision", env["ACCELERATE_MIXED_PRECISION"]]
-    if env.get("ACCELERATE_DYNAMO_BACKEND"):
-        launch += ["--dynamo_backend", env["ACCELERATE_DYNAMO_BACKEND"].lower()]
-    return [*launch, *args]
-
-
-_LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-                "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR",
-                "MASTER_PORT")
+def fold_command(config: str | None, overrides: list[str], name: str, fold: int) -> list[str]:
+    """The subprocess that trains one fold of ``fold=all``."""
+    return [sys.executable, "-m", "train", *(["--config", config] if config else []),
+            *overrides, f"name={name}", f"fold={fold}"]
 
 
 def run_all_folds(cfg: TrainConfig, config: str | None, overrides: list[str]) -> None:
-    env = dict(os.environ)
-    if int(env.get("LOCAL_RANK", "0")) != 0:
-        return  # local rank 0 re-launches every fold with all the processes
-    child_env = {k: v for k, v in env.items()
-                 if k not in _LAUNCH_VARS and not k.startswith("TORCHELASTIC_")}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TrainError(
+            "fold=all runs from a single process; under a multi-process launch train one fold "
+            "per launch (for k in 0..n_folds-1: accelerate launch ... fold=$k): the last one "
+            "joins the out-of-fold predictions"
+        )
     for k in range(cfg.n_folds):
-        cmd = fold_command(config, overrides, cfg.name, k, env)
+        cmd = fold_command(config, overrides, cfg.name, k)
         log.info("fold %d/%d: %s", k, cfg.n_folds, " ".join(cmd))
-        rc = subprocess.run(cmd, env=child_env).returncode
+        rc = subprocess.run(cmd).returncode
         if rc != 0:
             raise TrainError(f"fold {k} failed (exit status {rc}); later folds not started. "
                              "Fix it and re-run with resume=auto to continue")
-    if int(env.get("GROUP_RANK", "0")) == 0:
-        join_oof(Path(cfg.out) / cfg.name, cfg.n_folds)
+
+
+def join_oof_when_complete(run: Path, n_folds: int) -> float | None:
+    """Join the folds' ``oof.csv`` once every fold of the run has one; returns the OOF AUC."""
+    if all((run / f"fold{k}" / rundir.OOF_FILE).is_file() for k in range(n_folds)):
+        return join_oof(run, n_folds)
+    return None
 
 
 def join_oof(run: Path, n_folds: int) -> float:
@@ -444,6 +447,9 @@ def join_oof(run: Path, n_folds: int) -> float:
         target.append(t)
         pred.append(p)
     target, pred = np.concatenate(target), np.concatenate(pred)
+    if len(set(ids)) != len(ids):
+        raise TrainError(f"{run}: the folds' oof.csv share samples: they were trained with "
+                         "different n_folds or fold_seed; re-train them with one assignment")
     order = np.argsort(ids, kind="stable")
     rundir.write_oof(run / rundir.OOF_FILE, np.array([int(ids[i], 16) for i in order], np.uint64),
                      target[order], pred[order])
@@ -507,3 +513,5 @@ def main(argv: list[str] | None = None) -> None:
             if not math.isinf(summary["best_auc"]):
                 log.info("fold %d: best val AUC %.4f at epoch %d (%s)", cfg.fold,
                          summary["best_auc"], summary["best_epoch"], summary["run"])
+            if int(os.environ.get("RANK", "0")) == 0:
+                join_oof_when_complete(Path(cfg.out) / cfg.name, cfg.n_folds)

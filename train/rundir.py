@@ -15,13 +15,15 @@
     curves.png         loss, validation AUC and learning rate per epoch
     logs/NAME/         the trackers' files with ``log_with`` (tensorboard: events.out.tfevents.*)
 
-``fold=all`` adds ``OUT/NAME/oof.csv`` (every fold's out-of-fold predictions) at the end.
+Once every fold has its ``oof.csv``, ``OUT/NAME/oof.csv`` joins them (every valid training
+sample's out-of-fold prediction once).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -73,7 +75,10 @@ def remove_incomplete_checkpoints(run: Path) -> list[Path]:
 
 
 def mark_complete(checkpoint: Path, summary: dict) -> None:
-    (Path(checkpoint) / COMPLETE).write_text(json.dumps(summary) + "\n")
+    """Write ``COMPLETE`` atomically: its existence is the marker, so it never exists empty."""
+    tmp = Path(checkpoint) / (COMPLETE + ".tmp")
+    tmp.write_text(json.dumps(summary) + "\n")
+    os.replace(tmp, Path(checkpoint) / COMPLETE)
 
 
 def write_oof(path: Path, ids: np.ndarray, target: np.ndarray, pred: np.ndarray) -> None:

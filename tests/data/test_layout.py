@@ -46,6 +46,19 @@ def test_missing_file_is_named(tmp_path):
         build_index(tmp_path, "train")
 
 
+def test_misplaced_file_is_named_before_any_work(tmp_path):
+    """A file in another id's directory (e.g. copied by hand) is an index error naming both
+    paths, not a bad sample found mid-run."""
+    make_set(tmp_path)
+    right = sample_path(tmp_path, "train", IDS[1])  # train/0/a/1/0a1b2c3d4e.npy
+    wrong = tmp_path / "train" / "f" / "f" / "f" / right.name
+    wrong.parent.mkdir(parents=True, exist_ok=True)
+    right.rename(wrong)
+    with pytest.raises(DataError, match="wrong directory for its id") as e:
+        build_index(tmp_path, "train")
+    assert str(wrong) in str(e.value) and str(right) in str(e.value)
+
+
 def test_unlabelled_file_is_named(tmp_path):
     make_set(tmp_path)
     extra = sample_path(tmp_path, "train", "abcdef0123")

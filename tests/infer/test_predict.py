@@ -105,7 +105,8 @@ def test_fold_and_tta_averaging_by_hand(make_store, make_run, tmp_path, ensemble
 
     store, ids, images = make_store(n=24, invalid=(5,))
     runs = make_run(n_folds=3, channel_stats={"mean": [1.9, 2.0, 2.1], "std": [1.3, 1.4, 1.5]})
-    cfg = InferConfig(tta=["swap", "shift"], tta_shift=-8, ensemble=ensemble, batch_size=7)
+    # -0.125 s = -8 frames of hop 32 at 2048 Hz
+    cfg = InferConfig(tta=["swap", "shift"], tta_shift=-0.125, ensemble=ensemble, batch_size=7)
     folds = [load_fold(d) for d in find_checkpoints(runs)]
     pred = predict(folds, store_inputs(store, 5), cfg, Accelerator(cpu=True), progress=False)
 
@@ -193,3 +194,20 @@ def test_inputs_refused_before_predicting(make_store, make_run, tmp_path):
         run(out, InferConfig(), runs=make_run(n_folds=1), store=store, truth=truth,
             progress=False)
     assert not out.exists()
+
+
+def test_apply_view_on_waves_and_flip_of_an_image_is_the_image():
+    from infer.predict import apply_view
+
+    x = torch.randn(2, 3, 64)
+    assert torch.equal(apply_view(x, (), 5), x)
+    assert torch.equal(apply_view(x, ("flip",), 5), -x)
+    assert torch.equal(apply_view(x, ("swap", "shift"), 5),
+                       torch.roll(x[:, [1, 0, 2]], 5, dims=-1))
+    assert torch.equal(apply_view(x, ("swap", "shift", "flip"), -3),
+                       -torch.roll(x[:, [1, 0, 2]], -3, dims=-1))
+    assert tta_views(["swap", "flip"]) == [(), ("swap",), ("flip",), ("swap", "flip")]
+    assert InferConfig(tta=["flip"]).tta == ["flip"]
+    # |CQT(-x)| = |CQT(x)|: an image model's "flip" view is its input unchanged.
+    image = torch.randn(2, 3, 8, 16)
+    assert torch.equal(apply_view(image, ("flip",), 0), image)
