@@ -101,8 +101,18 @@ def error_exit(e: BaseException, user_errors: tuple[type[BaseException], ...] = 
 
 def exit_with(prog: str, code: int, message: str) -> NoReturn:
     """Write ``PROG: error: MESSAGE`` to stderr and exit with ``code``."""
+    _close_progress_bars()
     sys.stderr.write(f"{prog}: error: {message}\n")
     raise SystemExit(code)
+
+
+def _close_progress_bars() -> None:
+    # A tqdm bar whose loop the failure left (its close() skipped) would otherwise share its
+    # line with the error message; closing it clears or ends that line.
+    tqdm_module = sys.modules.get("tqdm")
+    if tqdm_module is not None:
+        for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
+            bar.close()
 
 
 @contextlib.contextmanager

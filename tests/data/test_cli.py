@@ -100,3 +100,15 @@ def test_demo_user_error(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("g2net-demo: error: ") and "n_train" in err[-1], err
     assert not any(line.startswith("Traceback") for line in err)
+
+
+def test_error_line_is_not_glued_to_a_progress_bar(capsys):
+    from tqdm import tqdm
+
+    bar = tqdm(total=4, desc="epoch 1", leave=False)  # left open, as a failed loop leaves it
+    bar.update(1)
+    with pytest.raises(SystemExit), cli_errors("g2net-x"):
+        raise ConfigError("boom")
+    err = capsys.readouterr().err
+    assert "epoch 1" in err and err.endswith("\n")
+    assert err.splitlines()[-1] == "g2net-x: error: boom"  # \r ends the cleared bar's line
