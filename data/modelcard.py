@@ -41,6 +41,7 @@ from data.config import ConfigError, from_dict, to_dict
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "best.safetensors"
+OOF_FILE = "oof.csv"  # id,target,pred: the fold's held-out predictions (pred a probability)
 CARD_SCHEMA = 1
 INPUT_KINDS = ("images", "waves")
 
@@ -198,3 +199,28 @@ def verify_weights(card: ModelCard, weights: str | Path) -> None:
             f"weights_sha256 {card.weights_sha256[:12]}...: the file is damaged or was replaced; "
             "restore it or re-train the fold"
         )
+
+
+def write_oof(path: str | Path, ids, target, pred) -> None:
+    """``id,target,pred`` with hex ids (``ids`` as stored: uint64) and probabilities."""
+    import csv
+
+    from data.layout import int_to_id
+
+    with Path(path).open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "target", "pred"])
+        for sid, t, p in zip(int_to_id(ids), target, pred):
+            w.writerow([sid, int(t), f"{float(p):.7g}"])
+
+
+def read_oof(path: str | Path):
+    """(ids, target int array, pred float array) of an ``oof.csv``."""
+    import csv
+
+    import numpy as np
+
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return ([r["id"] for r in rows], np.array([int(r["target"]) for r in rows]),
+            np.array([float(r["pred"]) for r in rows]))

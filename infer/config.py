@@ -28,6 +28,9 @@ class InferConfig:
     # moves the merger (1.3-1.9 s into the sample) earlier, away from the edge.
     tta_shift: float = -0.125
     ensemble: Literal["mean", "rank"] = "mean"  # folds: mean probability, or mean rank in (0, 1]
+    # Several runs (--runs A B ...): their mean probability, mean rank, or "stack": a logistic
+    # regression over the runs' logits fitted on their out-of-fold predictions (oof.csv).
+    members: Literal["mean", "rank", "stack"] = "mean"
     # Explicit checkpoints (``best.safetensors`` files or fold directories); empty = every
     # ``fold*/best.safetensors`` under ``--runs``.
     checkpoints: list[str] = field(default_factory=list)

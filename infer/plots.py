@@ -241,7 +241,12 @@ def plot_auc_vs_snr(result: dict, out: str | Path) -> Path:
         return np.array([b[key] if b[key] is not None else np.nan for b in bins], dtype=float)
 
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-    ax.plot(x, values("auc"), "o-", label=f"model (all: {_fmt(result['auc'])})")
+    ax.plot(x, values("auc"), "o-", lw=2.2, label=f"model (all: {_fmt(result['auc'])})")
+    for name, auc in result.get("others", {}).items():
+        ys = np.array([b["others"].get(name) if b.get("others", {}).get(name) is not None
+                       else np.nan for b in bins], dtype=float)
+        ax.plot(x, ys, "^:" if name == "bank" else ".-", lw=1.2,
+                label=f"{name} (all: {_fmt(auc)})")
     if result.get("oracle_auc") is not None:
         ax.plot(x, values("oracle_auc"), "s--", label=f"oracle (all: {_fmt(result['oracle_auc'])})")
     for xi, b in zip(x, bins):

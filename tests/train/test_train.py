@@ -81,21 +81,33 @@ def _run(*args: str, timeout: float = 240, env: dict | None = None) -> subproces
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(240)
-def test_learns_a_loud_set_from_the_real_chain(tmp_path):
-    """synth (SNR 25) -> preprocess -> tiny model: val AUC >= 0.9, training under 2 minutes."""
+@pytest.fixture(scope="module")
+def loud_cache(tmp_path_factory):
+    """synth (SNR 25, 400 samples) -> preprocess with the whitened strain kept."""
     from data.synth import generate
     from preprocess import pipeline
     from preprocess.config import PreprocessConfig
 
-    generate(tmp_path / "data", 400, 0, seed=3, snr="fixed:25", jobs=2, progress=False)
-    cfg = load_config(PreprocessConfig, None, ["store.chunk_size=32", "whiten.n_psd=100"])
-    pipeline.run(tmp_path / "data", tmp_path / "cache", cfg, splits=("train",), progress=False)
-    _run("--config", TINY, f"store={tmp_path / 'cache' / 'train.zarr'}", f"out={tmp_path}",
-         "name=loud", "n_folds=4", "batch_size=16", "epochs=3", timeout=120)
+    root = tmp_path_factory.mktemp("loud")
+    generate(root / "data", 400, 0, seed=3, snr="fixed:25", jobs=2, progress=False)
+    cfg = load_config(PreprocessConfig, None,
+                      ["store.chunk_size=32", "whiten.n_psd=100", "save_waves=true"])
+    pipeline.run(root / "data", root / "cache", cfg, splits=("train",), progress=False)
+    return root / "cache" / "train.zarr"
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("model", [[], ["model.name=g2net_1d_small", "lr=3e-3"]],
+                         ids=["cqt-tiny", "1d-small"])
+def test_learns_a_loud_set_from_the_real_chain(loud_cache, tmp_path, model):
+    """synth (SNR 25) -> preprocess -> the tiny CQT model, or the small 1D CNN on the whitened
+    strain: val AUC >= 0.9 within 3 epochs."""
+    _run("--config", TINY, f"store={loud_cache}", f"out={tmp_path}", "name=loud", "n_folds=4",
+         "batch_size=16", "epochs=3", *model, timeout=180)
     card = read_card(tmp_path / "loud" / "fold0")
     assert card.best_auc >= 0.9, card.best_auc
     assert card.transform["psd_sha256"] == zstore.psd_sha256(np.array(card.psd))
+    assert card.input == ("waves" if model else "images")
 
 
 def test_run_directory_contract(single, train_store):
