@@ -28,9 +28,6 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from data import layout
 from data.modelcard import OOF_FILE, read_oof, write_oof  # noqa: F401  (the run's contract)
 
 CONFIG_FILE = "config.yaml"
