@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data.layout import DataError
+
 HISTORY_FILE = "history.csv"
 # epoch (1 = the first pass), mean training BCE, validation BCE and AUC, the learning rate at
 # the epoch's end, training samples per second (all processes)
@@ -29,7 +31,7 @@ def read_history(path: str | Path) -> dict[str, np.ndarray]:
     with Path(path).open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        raise ValueError(f"{path}: no epochs recorded")
+        raise DataError(f"{path}: no epochs recorded")
     return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows])
             for k in rows[0]}
 

@@ -189,8 +189,8 @@ def build_index(root: str | Path, split: str, check_files: bool = True) -> Index
 
 
 # The header np.save writes for a C-ordered little-endian (3, 4096) float64 array; files that
-# carry it are read with one read() and frombuffer, which is ~3x faster than np.load (whose
-# cost is mostly header parsing). Anything else goes through np.load and its checks.
+# carry it are read with one read() and frombuffer, much faster than np.load (whose cost
+# is mostly header parsing). Anything else goes through np.load and its checks.
 _FAST_HEADER_LEN = 128
 _EXPECTED_SHAPE = (len(DETECTORS), N_TIME)
 

@@ -1,8 +1,8 @@
 """Images from the Zarr store in blocks of whole chunks, for training and evaluation.
 
 Per-sample random reads of a chunked, compressed array decode a whole chunk to return one
-sample: 20-40x slower than reading chunks (bench/bench_loader.py, lz4, one core: ~25-35k
-samples/s block-shuffled vs ~1.2k/s random). So the unit of reading is the chunk, and
+sample: tens of times slower than reading whole chunks (the README's speed table, "loader",
+from bench/bench_loader.py). So the unit of reading is the chunk, and
 shuffling is two-level:
 
 * training (``shuffle=True``): each epoch the chunks holding selected samples are permuted

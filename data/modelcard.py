@@ -164,7 +164,8 @@ def read_card(path: str | Path) -> ModelCard:
     try:
         values = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CardError(f"{path}: not a readable model card ({e}); re-train or restore it") from None
+        raise CardError(f"{path}: not a readable model card ({e}); re-train or restore it"
+                        ) from None
     if not isinstance(values, dict):
         raise CardError(f"{path}: not a model card (a JSON object is expected)")
     schema = values.get("card_schema")

@@ -158,7 +158,8 @@ def _damaged(root: Path, array: str, coords: tuple[int, ...], reason: str) -> St
 
 
 class CheckedStore(WrapperStore[LocalStore]):
-    """A local Zarr store in which a missing chunk file is an error, not the fill value.
+    """A local Zarr store in which a missing chunk file is an error, not the fill value, and a
+    failed write names its file.
 
     Zarr reads a missing chunk as the fill value without a word (zarr-python issue 486; an
     option to raise instead arrives after 3.1, pull request 3748). The store is the one place
@@ -182,6 +183,16 @@ class CheckedStore(WrapperStore[LocalStore]):
             coords = tuple(int(c) for c in m["coords"].split("/")[1:])
             raise _damaged(self.root, m["array"], coords, "chunk file missing")
         return buf
+
+    async def set(self, key: str, value) -> None:
+        # LocalStore writes a chunk with write() on a file it has already opened, so the
+        # OSError of a full disk or a file-size limit carries no file name: add it.
+        try:
+            await self._store.set(key, value)
+        except OSError as e:
+            if e.filename is not None:
+                raise
+            raise OSError(e.errno, e.strerror, str(self.root / key)) from e
 
 
 def _chunks_touched(a: zarr.Array, selection) -> Iterator[tuple[int, ...]]:
@@ -226,10 +237,9 @@ class CheckedArray(zarr.Array):
 
     The crc32c codec verifies every chunk as it decodes it, but its error does not say which
     chunk failed. Checking the checksum a second time in the store, where the chunk key is
-    known, costs too much: reading a 2 MB chunk of 64 images (one core, best of 60) took
-    1.39 ms without checksum, 1.50 ms with the codec's check, 1.73 ms with a second check in
-    the store, for a ``read_block`` of ~2.1 ms in all. So the codec checks, once, and only
-    when a read fails are the chunks it touched re-checked on disk to name the culprit.
+    known, would add a second pass over every chunk's bytes to every read (measured: twice
+    the codec's own cost). So the codec checks, once, and only when a read fails are the
+    chunks it touched re-checked on disk to name the culprit.
     """
 
     def __getitem__(self, selection):
@@ -369,7 +379,8 @@ def write_chunk(
     # [count, sum, sum of squares] per channel: summed over chunks into mean/std at the end,
     # so ranks never share state and a resumed run counts every chunk exactly once.
     stats = np.stack([
-        np.full(x.shape[1], x[:, 0].size, dtype=np.float64) if len(x) else np.zeros(images.shape[1]),
+        np.full(x.shape[1], x[:, 0].size, dtype=np.float64) if len(x)
+        else np.zeros(images.shape[1]),
         x.sum(axis=(0, 2, 3)),
         np.square(x).sum(axis=(0, 2, 3)),
     ], axis=-1)

@@ -24,6 +24,7 @@ import zarr
 from tqdm import tqdm
 
 from data import store as zstore
+from data.cli import cli_errors
 
 SPLIT_STORES = ("train.zarr", "test.zarr")
 
@@ -169,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     damaged = 0
     for path in paths:
-        report = verify_store(path, progress=not args.quiet)
+        # A store it cannot open (another schema) or read (OSError): one line, as every command.
+        with cli_errors(ap.prog):
+            report = verify_store(path, progress=not args.quiet)
         if report.clean:
             print(f"{path}: OK, {report.n_read} chunks read, every checksum matches")
             continue

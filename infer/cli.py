@@ -10,6 +10,9 @@ Writes ``--out`` (``id,target``: every id of sample_submission.csv in its order,
 or found next to the data; else the input's order) and ``infer.yaml`` next to it (the resolved
 config, checkpoints and inputs). With ``--truth``: ``metrics.json``, ``roc.png`` and
 ``auc_vs_snr.png`` next to ``--out``, and the AUC table on stdout.
+
+Exit status (:mod:`data.cli`): 2 for inputs it cannot use (models, store, data, ids, config),
+1 for a failed read or write (``OSError``), with one line ``g2net-infer: error: ...``.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ import numpy as np
 import yaml
 
 from data import layout
-from data.config import ConfigError, load_config, to_dict
-from data.modelcard import CardError
-from data.store import StoreError
+from data.cli import cli_errors
+from data.config import config_help, load_config, to_dict
 from infer.config import InferConfig
 from infer.predict import (
     InferError,
@@ -47,6 +49,7 @@ from infer.predict import (
 
 log = logging.getLogger(__name__)
 
+PROG = "g2net-infer"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "infer.yaml"
 
@@ -199,10 +202,13 @@ def score_submission(ids, target, table: dict, truth_name: str, cfg: InferConfig
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point; returns None (``sys.exit(main())`` must mean success)."""
     ap = argparse.ArgumentParser(
-        prog="g2net-infer",
+        prog=PROG,
         description="Predict a G2Net test split with an ensemble of trained folds.",
+        epilog=config_help(InferConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--runs", type=Path, nargs="+",
                     help="run directory (runs/NAME with fold*/) or one fold; several: an "
@@ -227,15 +233,13 @@ def main(argv: list[str] | None = None) -> dict:
     from accelerate import Accelerator
 
     accelerator = Accelerator()
-    try:
+    with cli_errors(PROG, user_errors=(InferError,)):
         cfg = load_config(InferConfig, args.config, args.overrides)
         summary = run(
             args.out, cfg, runs=args.runs, store=args.store, data=args.data, split=args.split,
             sample_submission=args.sample_submission, truth=args.truth, bank=args.bank,
             accelerator=accelerator, progress=not args.quiet,
         )
-    except (InferError, StoreError, layout.DataError, ConfigError, CardError) as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
     accelerator.print(
         f"{summary['n']} predictions ({summary['n_invalid']} invalid -> 0.5) from "
         f"{len(summary['folds'])} checkpoint(s) x {len(summary['views'])} view(s) in "
@@ -249,7 +253,6 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.print(format_scores(m))
         accelerator.print(f"metrics and plots: {args.out.parent / METRICS_FILE}, "
                           + ", ".join(m["plots"].values()))
-    return summary
 
 
 if __name__ == "__main__":

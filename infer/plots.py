@@ -5,14 +5,15 @@
     python -m infer.plots roc    --submission S --truth T [--out F]
     python -m infer.plots snr    --submission S --truth T [--out F] [snr_bins=[0,4,...]]
 
-Every function writes one PNG (matplotlib's Agg backend, no display needed) and returns its path.
+(``g2net-plots`` is the same command.) Every function writes one PNG (matplotlib's Agg
+backend, no display needed) and returns its path; the command prints it. Exit status as
+every stage's (:mod:`data.cli`): 2 for inputs it cannot use, 1 for a failed read or write.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data import history, layout  # noqa: E402
+from data.cli import cli_errors  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def _find_split(root: Path, sample_id: str) -> str:
     for split in layout.SPLITS:
         if layout.sample_path(root, split, sample_id).is_file():
             return split
-    raise FileNotFoundError(f"{root}: no train or test file for id {sample_id}")
+    raise layout.DataError(f"{root}: no train or test file for id {sample_id}")
 
 
 def preview_transform(cache: str | Path | None = None, run: str | Path | None = None):
@@ -195,7 +197,7 @@ def plot_auc_vs_snr(result: dict, out: str | Path) -> Path:
     """AUC per SNR bin (model and oracle) from :func:`infer.score.score`'s result."""
     bins = result["snr_bins"]
     if not bins:
-        raise ValueError("no SNR bins to plot (the truth file has no snr column)")
+        raise layout.DataError("no SNR bins to plot (the truth file has no snr column)")
     labels = [f"{b['lo']:g}–{b['hi']:g}" if b["hi"] is not None else f"{b['lo']:g}+" for b in bins]
     x = np.arange(len(bins))
 
@@ -248,8 +250,12 @@ def plots_for_scores(ids, pred, truth, result: dict, out_dir: str | Path) -> dic
 # CLI
 
 
-def main(argv: list[str] | None = None) -> Path:
-    ap = argparse.ArgumentParser(prog="python -m infer.plots", description=__doc__.split("\n")[0])
+PROG = "g2net-plots"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point: draws one picture and prints its path; returns None."""
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("cqt", help="CQT preview of one sample beside its raw and whitened strain")
     p.add_argument("--data", type=Path, required=True, help="data set root (Kaggle layout)")
@@ -270,7 +276,9 @@ def main(argv: list[str] | None = None) -> Path:
         p.add_argument("overrides", nargs="*", help="inference config key=value (snr_bins=...)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    from infer.predict import InferError
+
+    with cli_errors(PROG, user_errors=(InferError,)):
         if args.command == "cqt":
             path = cqt_preview(args.data, args.id, args.out or Path(f"cqt_{args.id}.png"),
                                cache=args.cache, run=args.run)
@@ -293,11 +301,8 @@ def main(argv: list[str] | None = None) -> Path:
                                 {"model": result["auc"], "oracle": result["oracle_auc"]})
             else:
                 path = plot_auc_vs_snr(result, args.out or out_dir / "auc_vs_snr.png")
-    except (ValueError, FileNotFoundError) as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
     print(path)
-    return path
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    main()

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -40,9 +39,8 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from data import layout
+from data import layout, views
 from data import store as zstore
-from data import views
 from data.config import dict_diff, format_diff, from_dict
 from data.images import model_input
 from data.loader import StoreBlocks, batches, plan_epoch
@@ -318,7 +316,8 @@ def training_psd(fold: Fold) -> np.ndarray:
     got = zstore.psd_sha256(psd)
     if got != want:
         raise MismatchError(
-            f"{fold.path / CARD_FILE}: {format_diff([('psd_sha256', want, got)], 'transform', 'psd')}"
+            f"{fold.path / CARD_FILE}: "
+            f"{format_diff([('psd_sha256', want, got)], 'transform', 'psd')}"
             " (the card's PSD is not the one its transform names: the card is damaged)"
         )
     return psd

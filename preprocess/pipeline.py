@@ -459,8 +459,9 @@ def _train_psd(path: Path, cfg: PreprocessConfig) -> np.ndarray:
     g = zstore.open_store(path)
     diff = dict_diff(run_identity(g.attrs.get("config", {})), run_identity(cfg))
     if diff:
-        raise StoreError(f"{path} was made with another config ({format_diff(diff, 'store', 'now')}); the test "
-                         "split needs the train PSD of this config: re-run --splits train")
+        raise StoreError(f"{path} was made with another config "
+                         f"({format_diff(diff, 'store', 'now')}); the test split needs the "
+                         "train PSD of this config: re-run --splits train")
     return zstore.read_psd(g)
 
 
@@ -537,7 +538,8 @@ def _check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targ
     # "device: auto" may resolve differently on another machine; CPU and GPU round differently.
     diff += dict_diff({"device_type": stored.get("device_type")}, {"device_type": device.type})
     if diff:
-        raise StoreError(f"{path} was made with another config: {format_diff(diff, 'store', 'now')}; "
+        raise StoreError(f"{path} was made with another config: "
+                         f"{format_diff(diff, 'store', 'now')}; "
                          "use --overwrite to replace it, or another --out")
     old_ids, old_targets = np.asarray(g["ids"][:]), np.asarray(g["targets"][:])
     if not np.array_equal(old_ids, ids) or not np.array_equal(old_targets, targets):
@@ -554,7 +556,8 @@ def _check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targ
     run_diff = dict_diff({k: stored.get("config", {}).get(k) for k in RUNTIME_KEYS},
                      {k: getattr(cfg, k) for k in RUNTIME_KEYS})
     if run_diff:
-        log.info("%s: resuming with other run settings: %s", path.name, format_diff(run_diff, 'store', 'now'))
+        log.info("%s: resuming with other run settings: %s", path.name,
+                 format_diff(run_diff, "store", "now"))
 
 
 def _first_difference(a_ids, b_ids, a_targets, b_targets) -> str:

@@ -156,8 +156,8 @@ class Whiten(nn.Module):
     The arithmetic is float64: nothing here squares strain (which would underflow float32),
     but raw G2Net strain is dominated by noise below 15 Hz at ~100x the in-band amplitude,
     and a float32 FFT's rounding, spread over all bins, would cost two of float32's seven
-    digits in band. Float64 FFTs of (B, 3, 4096) are ~5% of the transform's time on CPU
-    (the output is float32). Devices without float64 (Apple MPS) are not supported.
+    digits in band. Float64 FFTs of (B, 3, 4096) are a small part of the transform's time
+    on CPU (the output is float32). Devices without float64 (Apple MPS) are not supported.
 
     psd: (3, n_freq) float64 one-sided PSD in 1/Hz on a grid from 0 to fs / 2; interpolated
     linearly (as an ASD, like gwpy) onto the rFFT grid of each input length.

@@ -21,8 +21,14 @@ Whichever way the folds were trained, the fold that completes the set joins ever
 each fold (finished folds return at once).
 
 Bad input (missing, incomplete or foreign store, a fold outside ``n_folds``, an unknown or
-mistyped key, a model or image size that cannot run, a run directory that already holds
-checkpoints without ``resume=auto``) stops before any training with ``error: ...``.
+mistyped key, a model or image size that cannot run, a tracker that is not installed, a run
+directory that already holds checkpoints without ``resume=auto``) stops before any training
+with one line ``g2net-train: error: ...`` and exit status 2; a NaN loss or a failed write
+(``OSError``) ends with status 1 (:mod:`data.cli`).
+
+``log_with=[tensorboard]`` (or wandb, mlflow, ...: accelerate's trackers) also reports the
+flattened config and every epoch's ``history.csv`` row through accelerate's tracking API
+(``init_trackers``, ``log(step=epoch)``); local trackers write under ``fold{k}/logs/NAME/``.
 """
 
 from __future__ import annotations
@@ -41,7 +47,17 @@ import yaml
 
 from data import modelcard
 from data import store as zstore
-from data.config import ConfigError, dict_diff, format_diff, load_config, save_config, to_dict
+from data.cli import cli_errors
+from data.config import (
+    ConfigError,
+    config_help,
+    dict_diff,
+    flat_dict,
+    format_diff,
+    load_config,
+    save_config,
+    to_dict,
+)
 from data.loader import StoreBlocks
 from data.metrics import roc_auc
 from preprocess.config import identity_drift
@@ -218,7 +234,8 @@ def train_fold(cfg: TrainConfig) -> dict:
             num_steps=cfg.grad_accum, sync_with_dataloader=False),
         project_config=ProjectConfiguration(
             project_dir=str(run), automatic_checkpoint_naming=True,
-            total_limit=cfg.checkpoint_total_limit),
+            total_limit=cfg.checkpoint_total_limit, logging_dir=str(run / rundir.LOGS_DIR)),
+        log_with=cfg.log_with or None,  # check_trackers: each is installed
     )
     if accelerator.num_processes != launched:
         raise TrainError(f"the launcher started {launched} processes but accelerate joined "
@@ -251,6 +268,10 @@ def train_fold(cfg: TrainConfig) -> dict:
                             "not the run it would have been", ", ".join(changed))
         run.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run / rundir.CONFIG_FILE)
+    if cfg.log_with:  # main process only (accelerate); one W&B run per fold, grouped by name
+        accelerator.init_trackers(cfg.name, config=flat_dict(cfg),
+                                  init_kwargs={"wandb": {"name": f"fold{cfg.fold}",
+                                                         "group": cfg.name}})
     accelerator.wait_for_everyone()
 
     if cfg.channels_last:
@@ -331,6 +352,7 @@ def train_fold(cfg: TrainConfig) -> dict:
         row = {"epoch": state.epoch, "train_loss": train["train_loss"], "val_loss": val["loss"],
                "val_auc": val["auc"], "lr": train["lr"], "samples_per_s": train["samples_per_s"]}
         state.history.append(row)
+        accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=state.epoch)
         improved = val["auc"] > state.best_auc
         if improved:
             state.best_auc, state.best_epoch = val["auc"], state.epoch
@@ -358,7 +380,7 @@ def train_fold(cfg: TrainConfig) -> dict:
 # Keys that may change between a run and its resumption without changing what it computes;
 # a change to any other key (epochs too: it stretches the cosine schedule) is reported.
 _RESUMABLE = {"resume", "loader.num_workers", "checkpoint_every_steps", "checkpoint_total_limit",
-              "progress"}
+              "progress", "log_with"}
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
@@ -441,10 +463,32 @@ def join_oof(run: Path, n_folds: int) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+PROG = "g2net-train"
+
+
+def check_trackers(names: list[str]) -> None:
+    """ConfigError unless every name in ``log_with`` is a tracker accelerate knows and can
+    start here (its package installed): accelerate itself would drop a missing one silently."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+    from accelerate.utils import LoggerType
+
+    packages = {"comet_ml": "comet-ml"}
+    for name in names:
+        if name not in LOGGER_TYPE_TO_CLASS:  # built-in or registered (register_tracker_class)
+            raise ConfigError(f"log_with: unknown tracker {name!r} (known: "
+                              f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))})")
+        if name in LoggerType.list() and LoggerType(name) not in get_available_trackers():
+            package = packages.get(name, name)
+            raise ConfigError(f"log_with: tracker {name!r} needs the {package} package, which is "
+                              f"not installed (pip install {package})")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m train", description=__doc__.split("\n")[0],
-        epilog="Example: accelerate launch -m train --config configs/train/tiny.yaml fold=0",
+        prog=PROG, description=__doc__.split("\n")[0],
+        epilog="example: accelerate launch -m train --config configs/train/tiny.yaml fold=0\n\n"
+        + config_help(TrainConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--config", help="YAML preset, e.g. configs/train/efficientnet_b0.yaml")
     ap.add_argument("overrides", nargs="*", help="key=value (dotted for sections: model.name=...)")
@@ -456,11 +500,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    try:
+    with cli_errors(PROG, user_errors=(TrainError,), runtime_errors=(NonFiniteLoss,),
+                    rerun="re-run with resume=auto: it continues from the last checkpoint"):
         cfg = load_config(TrainConfig, args.config, args.overrides)
         if cfg.name is None:
             cfg.name = Path(args.config).stem if args.config else "default"
         check(cfg)
+        check_trackers(cfg.log_with)
         if cfg.fold == "all":
             run_all_folds(cfg, args.config, args.overrides)
         else:
@@ -470,5 +516,3 @@ def main(argv: list[str] | None = None) -> None:
                          summary["best_auc"], summary["best_epoch"], summary["run"])
             if int(os.environ.get("RANK", "0")) == 0:
                 join_oof_when_complete(Path(cfg.out) / cfg.name, cfg.n_folds)
-    except (ConfigError, zstore.StoreError, TrainError, NonFiniteLoss) as e:
-        raise SystemExit(f"error: {e}") from None

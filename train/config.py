@@ -55,13 +55,13 @@ class TrainConfig:
     out: str = "runs"  # runs land in OUT/NAME/fold{k}/
     model: ModelConfig = field(default_factory=ModelConfig)
     image_size: tuple[int, int] | None = None  # (H, W) to resize to; None = native CQT size
-    n_folds: int = 5
+    n_folds: int = 5  # stratified cross-validation folds
     fold: int | Literal["all"] = 0  # "all": every fold, one subprocess each, in turn
     fold_seed: int = 42  # seed of the stratified fold assignment
-    epochs: int = 10
+    epochs: int = 10  # passes over the fold's training samples
     batch_size: int = 64  # per process
     lr: float = 1e-3  # peak learning rate (AdamW)
-    weight_decay: float = 1e-2
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay
     warmup_epochs: float = 1.0  # linear warm-up from min_lr, in epochs (fractions allowed)
     min_lr: float = 1e-6  # cosine floor
     grad_accum: int = 1  # batches per optimizer step
@@ -70,13 +70,16 @@ class TrainConfig:
     ema_decay: float = 0.999  # per optimizer step
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
-    channels_last: bool = False
+    channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
     compile: bool = False  # torch.compile the model
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps; 0 = per epoch only
     checkpoint_total_limit: int | None = 2  # checkpoints kept per fold (oldest deleted); >= 2
     resume: Literal["auto"] | None = None  # "auto": continue from the newest checkpoint
     seed: int = 0  # model init, data order and augmentations
     progress: bool = True  # a tqdm bar per epoch on the main process (false for logs/CI)
+    # Experiment trackers, by accelerate's names (tensorboard, wandb, mlflow, ...), each of which
+    # must be installed; [] = none (history.csv is written either way).
+    log_with: list[str] = field(default_factory=list)
 
 
 def check(cfg: TrainConfig) -> None:

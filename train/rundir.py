@@ -13,6 +13,7 @@
     oof.csv            id,target,pred of the held-out fold at the best epoch (pred = probability)
     history.csv        epoch,train_loss,val_loss,val_auc,lr,samples_per_s (epoch 1 = first pass)
     curves.png         loss, validation AUC and learning rate per epoch
+    logs/NAME/         the trackers' files with ``log_with`` (tensorboard: events.out.tfevents.*)
 
 Once every fold has its ``oof.csv``, ``OUT/NAME/oof.csv`` joins them (every valid training
 sample's out-of-fold prediction once).
@@ -20,16 +21,12 @@ sample's out-of-fold prediction once).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from data import layout
 from data.history import (  # noqa: F401  (the run's contract)
     HISTORY_FILE,
     plot_curves,
@@ -42,6 +39,7 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
 CURVES_FILE = "curves.png"
+LOGS_DIR = "logs"
 
 _CHECKPOINT = re.compile(r"checkpoint_(\d+)")
 

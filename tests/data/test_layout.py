@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from data.layout import (
-    BadSample, DataError, build_index, id_to_int, int_to_id, load_sample, sample_path,
+    BadSample,
+    DataError,
+    build_index,
+    id_to_int,
+    int_to_id,
+    load_sample,
+    sample_path,
     write_labels,
 )
 

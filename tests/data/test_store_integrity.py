@@ -199,7 +199,7 @@ def test_inference_stops_naming_the_chunk(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
-def test_training_stops_naming_the_chunk(tmp_path, kind):
+def test_training_stops_naming_the_chunk(tmp_path, kind, capsys):
     from train.cli import main
 
     path = _conftest("train").build_store(tmp_path / "train.zarr", n=96, chunk_size=32)
@@ -208,8 +208,9 @@ def test_training_stops_naming_the_chunk(tmp_path, kind):
     with pytest.raises(SystemExit) as e:
         main([f"store={path}", f"out={out}", "name=bad", "model.name=test_efficientnet",
               "batch_size=16", "epochs=1", "n_folds=4", "fold=0", "loader.num_workers=0"])
-    message = str(e.value.code)
-    assert message.startswith("error: ")
+    assert e.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("g2net-train: error: ")
     assert re.search(_culprit(path, kind, samples="64-95"), message), message
     assert not (out / "bad" / "fold0" / "best.safetensors").exists()
 

@@ -47,14 +47,15 @@ def write_history(path, n=6):
                         1e-3 * (n - e) / n, 100])
 
 
-def test_curves_roc_snr_via_cli(tmp_path):
+def test_curves_roc_snr_via_cli(tmp_path, capsys):
     from infer.plots import main
 
     fold = tmp_path / "runs" / "r" / "fold0"
     fold.mkdir(parents=True)
     write_history(fold / "history.csv")
-    assert_png(main(["curves", "--run", str(fold)]))
-    assert (fold / "curves.png").is_file()
+    assert main(["curves", "--run", str(fold)]) is None  # sys.exit(main()) means success
+    assert capsys.readouterr().out == f"{fold / 'curves.png'}\n"
+    assert_png(fold / "curves.png")
 
     rng = np.random.default_rng(0)
     n = 300
@@ -69,12 +70,13 @@ def test_curves_roc_snr_via_cli(tmp_path):
     layout.write_labels(tmp_path / "submission.csv", ids, pred)
     args = ["--submission", str(tmp_path / "submission.csv"),
             "--truth", str(tmp_path / "truth.csv")]
-    assert_png(main(["roc", *args]))
-    assert_png(main(["snr", *args, "snr_bins=[0,5,10]"]))
-    assert (tmp_path / "roc.png").is_file() and (tmp_path / "auc_vs_snr.png").is_file()
+    main(["roc", *args])
+    main(["snr", *args, "snr_bins=[0,5,10]"])
+    assert_png(tmp_path / "roc.png")
+    assert_png(tmp_path / "auc_vs_snr.png")
 
 
-def test_cqt_preview_cli(tmp_path, make_run, psd):
+def test_cqt_preview_cli(tmp_path, make_run, psd, capsys):
     """The preview runs the transform recorded with a run (here: the fixture's stand-in PSD)."""
     from infer.plots import main
 
@@ -86,9 +88,13 @@ def test_cqt_preview_cli(tmp_path, make_run, psd):
     t = np.arange(4096) / 2048
     chirp = np.sin(2 * np.pi * (30 * t + 40 * t**2)) * (t > 1.0)  # 30 -> 190 Hz in the 2nd s
     np.save(path, rng.normal(0, 1, (3, 4096)) + 3 * chirp)
-    out = main(["cqt", "--data", str(tmp_path / "data"), "--id", sid, "--run", str(runs / "fold0"),
-                "--out", str(tmp_path / "preview.png")])
-    assert_png(out)
-    with pytest.raises(SystemExit):
+    main(["cqt", "--data", str(tmp_path / "data"), "--id", sid, "--run", str(runs / "fold0"),
+          "--out", str(tmp_path / "preview.png")])
+    assert_png(tmp_path / "preview.png")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         main(["cqt", "--data", str(tmp_path / "data"), "--id", "ffffffffff",
               "--run", str(runs / "fold0")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (
+        f"g2net-plots: error: {tmp_path / 'data'}: no train or test file for id ffffffffff\n")

@@ -2,6 +2,7 @@
 
 import csv
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -37,8 +38,10 @@ def test_submission_in_sample_submission_order(make_store, make_run, tmp_path):
     sample = tmp_path / "sample_submission.csv"
     layout.write_labels(sample, order, [0.5] * len(order))
     out = tmp_path / "sub" / "submission.csv"
-    main(["--runs", str(runs), "--store", str(store), "--out", str(out),
-          "--sample-submission", str(sample), "--quiet", "num_workers=2", "batch_size=6"])
+    # None: the console script's sys.exit(main()) must mean success.
+    assert main(["--runs", str(runs), "--store", str(store), "--out", str(out),
+                 "--sample-submission", str(sample), "--quiet", "num_workers=2",
+                 "batch_size=6"]) is None
     got_ids, target = read_submission(out)
     assert got_ids == order
     assert np.all((target > 0) & (target < 1))
@@ -53,7 +56,7 @@ def test_submission_in_sample_submission_order(make_store, make_run, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "extra"])
-def test_sample_submission_mismatch(make_store, make_run, tmp_path, case):
+def test_sample_submission_mismatch(make_store, make_run, tmp_path, case, capsys):
     store, ids, _ = make_store(n=12)
     runs = make_run(n_folds=1)
     sample_ids = ids[1:] if case == "missing" else ids + ["ffffffffff"]
@@ -62,9 +65,12 @@ def test_sample_submission_mismatch(make_store, make_run, tmp_path, case):
     with pytest.raises(InferError, match="not in"):
         run(tmp_path / "s.csv", InferConfig(), runs=runs, store=store,
             sample_submission=sample, progress=False)
-    with pytest.raises(SystemExit):  # the CLI turns it into a clean exit 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # the CLI turns it into one line and exit 2
         main(["--runs", str(runs), "--store", str(store), "--out", str(tmp_path / "s.csv"),
               "--sample-submission", str(sample), "--quiet"])
+    assert e.value.code == 2
+    assert re.fullmatch(r"g2net-infer: error: .* not in .*\n", capsys.readouterr().err)
 
 
 def test_invalid_samples_get_half_and_a_warning(make_store, make_run, tmp_path, caplog):

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -281,12 +282,50 @@ def test_other_samples_are_refused(data_copy, reference_cache, tmp_path, make_co
 
 def test_cli_user_errors_are_one_line(dataset, tmp_path):
     result = cli("--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "cache"))
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {tmp_path / 'nowhere'}: data directory does not exist")
+        f"g2net-preprocess: error: {tmp_path / 'nowhere'}: data directory does not exist")
     result = cli("--data", str(dataset), "--out", str(tmp_path / "cache"), "cqt.hop=3")
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown config key cqt.hop")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "g2net-preprocess: error: unknown config key cqt.hop")
+    assert "Traceback" not in result.stderr
+
+
+def _file_size_limit(limit: int):
+    """A ``preexec_fn``: files of the child process cannot grow past ``limit`` bytes."""
+
+    def apply() -> None:
+        # With SIGXFSZ ignored, a write past the limit fails with EFBIG instead of killing.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_failed_write_is_one_line_and_resumes(dataset, reference_cache, tmp_path, small_args):
+    """A write that really fails (a file-size limit: the image chunks, ~250 kB, cannot be
+    written, as on a full disk) ends with exit status 1 and one line naming the chunk file,
+    the cause and that re-running resumes; re-run without the limit, the stores come out
+    identical to an uninterrupted run's."""
+    cache = tmp_path / "cache"
+    args = ("--data", str(dataset), "--out", str(cache), "--no-progress", *small_args)
+    result = cli(*args, preexec_fn=_file_size_limit(100_000))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == result.stderr.strip().splitlines()[-1:], result.stderr[-3000:]
+    assert re.fullmatch(rf"g2net-preprocess: error: {re.escape(str(cache))}/train\.zarr/images/c/"
+                        r"\d+/0/0/0: File too large \(errno 27\); fix that and re-run the same "
+                        r"command: it resumes where it stopped", errors[0]), errors[0]
+    created = chunk_files(cache / "train.zarr", "psd")  # written when the store was made
+    assert created
+
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert chunk_files(cache / "train.zarr", "psd") == created  # resumed, not made anew
+    for split in ("train", "test"):
+        assert_identical(cache / f"{split}.zarr", reference_cache[0] / f"{split}.zarr")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,10 +395,10 @@ def test_cli_bad_sample_message(data_copy, cache_with_train, small_args):
     bad_id = damage(data_copy, "nan")
     result = cli("--data", str(data_copy), "--out", str(cache_with_train), "--splits", "test",
                  "--no-progress", *small_args)
-    assert result.returncode != 0
+    assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(rf"error: .*/test/{'/'.join(bad_id[:3])}/{bad_id}\.npy: contains NaN "
-                        r"or Inf \(--on-bad skip .*\)", last), last
+    assert re.fullmatch(rf"g2net-preprocess: error: .*/test/{'/'.join(bad_id[:3])}/{bad_id}\.npy: "
+                        r"contains NaN or Inf \(--on-bad skip .*\)", last), last
 
 
 def test_missing_file_is_a_listing_error(data_copy, cache_with_train, make_config):

@@ -28,8 +28,8 @@ from data.config import load_config
 from data.images import prepare_images
 from data.metrics import roc_auc
 from data.modelcard import file_sha256, read_card
-from train.config import TrainConfig
 from train import rundir
+from train.config import TrainConfig
 from train.folds import stratified_folds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -228,7 +228,8 @@ def test_resume_with_a_changed_config_warns(single, train_store, tmp_path):
     shutil.copytree(single.parent, run)
     done = _run(*SMALL, f"store={train_store}", f"out={tmp_path}", "name=single", "epochs=4",
                 "lr=2e-3", "resume=auto")
-    warning = [line for line in done.stderr.splitlines() if "resuming with a changed config" in line]
+    warning = [line for line in done.stderr.splitlines()
+               if "resuming with a changed config" in line]
     assert len(warning) == 1, done.stderr[-3000:]
     assert "epochs: 3 -> 4" in warning[0] and "lr: 0.005 -> 0.002" in warning[0]
     assert "batch_size" not in warning[0] and "resume" not in warning[0].split("(")[1]
