@@ -25,6 +25,7 @@ Models (parameter counts at ``num_classes=1``):
   ``DropPath``), rising linearly from 0 to the rate over the blocks in order.
 * ``g2net_1d_small`` (~0.11 M): five conv-BN-SiLU-maxpool blocks (kernels 63/31/15/7/7,
   channels 16-32-64-64-64) over the three detectors together, global average+max pool,
+  (``g2net_1d_tiny``: the same at channels 8-16-32-32-32, for the demo and tests)
   dropout (``drop_rate``), linear. Trains on a CPU. No residual blocks, so
   ``drop_path_rate`` is accepted and has no effect.
 
@@ -68,6 +69,7 @@ default_cfgs = {
     "g2net_1d_v3": _cfg(),
     "g2net_1d_v3_w32": _cfg(),
     "g2net_1d_small": _cfg(),
+    "g2net_1d_tiny": _cfg(),
 }
 
 
@@ -251,10 +253,12 @@ class G2Net1DSmall(nn.Module):
     pools = (4, 4, 4, 4, 2)
 
     def __init__(self, in_chans: int = 3, num_classes: int = 1, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0):
+                 drop_path_rate: float = 0.0, channels: tuple[int, ...] | None = None):
         super().__init__()
         _check_in_chans(in_chans)
         self.in_chans, self.num_classes = in_chans, num_classes
+        if channels is not None:
+            self.channels = tuple(channels)
         layers, c_in = [], in_chans
         for k, c, p in zip(self.kernels, self.channels, self.pools):
             layers += [_conv(c_in, c, k), nn.BatchNorm1d(c), nn.SiLU(), nn.MaxPool1d(p)]
@@ -267,7 +271,7 @@ class G2Net1DSmall(nn.Module):
         self.head.fc = nn.Linear(2 * c_in, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T) -> (B, 64, T // 512)."""
+        """(B, 3, T) -> (B, channels[-1], T // 512)."""
         _check_input(x, type(self).__name__)
         return self.features(x)
 
@@ -311,3 +315,11 @@ def g2net_1d_small(pretrained: bool = False, **kwargs) -> nn.Module:
     """Five conv blocks, ~0.11 M parameters: trains on a CPU."""
     return _create("g2net_1d_small", G2Net1DSmall, pretrained, **kwargs)
 
+
+
+@_register
+def g2net_1d_tiny(pretrained: bool = False, **kwargs) -> nn.Module:
+    """``g2net_1d_small`` at half the width (channels 8-16-32-32-32, ~0.03 M parameters,
+    about a quarter of its multiply-adds): the demo's and the tests' 1D model."""
+    return _create("g2net_1d_tiny", G2Net1DSmall, pretrained,
+                   **{"channels": (8, 16, 32, 32, 32), **kwargs})

@@ -143,6 +143,8 @@ def load_fold(fold_dir: str | Path) -> Fold:
     import timm
     from safetensors.torch import load_file
 
+    import data.models1d  # noqa: F401  (registers the 1D CNNs with timm)
+
     fold_dir = Path(fold_dir)
     card = read_card(fold_dir / CARD_FILE)
     card_path = fold_dir / CARD_FILE

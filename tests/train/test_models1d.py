@@ -59,7 +59,8 @@ def _v3_params_by_hand(n: int, hidden: int = 256) -> int:
 
 @pytest.mark.parametrize("name,lo,hi", [("g2net_1d_v3", 1.3e6, 1.7e6),
                                         ("g2net_1d_v3_w32", 5.3e6, 6.3e6),
-                                        ("g2net_1d_small", 0.08e6, 0.2e6)])
+                                        ("g2net_1d_small", 0.08e6, 0.2e6),
+                                        ("g2net_1d_tiny", 0.02e6, 0.04e6)])
 def test_builds_by_name_with_timm_and_forward_shape(name, lo, hi):
     model = timm.create_model(name, **KWARGS)
     assert name in m1d.WAVE_MODELS and name in timm.list_models("g2net_1d*")
