@@ -26,7 +26,6 @@ would be an arbitrary guess. The ensemble ranks (``ensemble=rank``) cover valid 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
@@ -40,7 +39,7 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from data import layout
+from data import devices, layout
 from data import store as zstore
 from data.config import dict_diff, format_diff, from_dict
 from data.images import prepare_images
@@ -359,21 +358,6 @@ def combine(probs: np.ndarray, ensemble: str) -> np.ndarray:
     raise ValueError(f"unknown ensemble {ensemble!r}; expected mean or rank")
 
 
-@contextlib.contextmanager
-def _ieee_fp32():
-    """IEEE float32 for the transform's convolutions and matmuls, as preprocessing computes
-    them (cuDNN defaults to TF32 on Ampere and later, coarser than the float16 images)."""
-    conv = torch.backends.cudnn.conv.fp32_precision
-    matmul = torch.backends.cuda.matmul.fp32_precision
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
-    torch.backends.cuda.matmul.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.conv.fp32_precision = conv
-        torch.backends.cuda.matmul.fp32_precision = matmul
-
-
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -425,7 +409,7 @@ def predict(
         blocks = (send_to_device(block, accelerator.device) for block in loader)
         for x, ok, index in batches(blocks, cfg.batch_size):
             if transform is not None:
-                with _ieee_fp32():
+                with devices.ieee_fp32():  # as preprocessing computes it
                     x = transform(x)[0].to(torch.float16)
                 ok = ok & torch.isfinite(x).flatten(1).all(dim=1)
             logits = []

@@ -17,10 +17,11 @@ from one fold into the next:
   ``sys.executable -m train ... fold=k`` with the same environment;
 * started under a multi-process launch, local rank 0 of each machine re-launches each fold
   with ``python -m accelerate.commands.launch --multi_gpu --num_processes WORLD_SIZE
-  --num_machines --machine_rank --main_process_ip MASTER_ADDR --main_process_port
-  MASTER_PORT+1+k [--mixed_precision ...] [--dynamo_backend ...] -m train ... fold=k`` (the
-  other ranks exit), so each fold gets the same processes; FSDP/DeepSpeed launch settings
-  are not carried over.
+  --num_machines --machine_rank --main_process_ip MASTER_ADDR --main_process_port PORT
+  [--mixed_precision ...] [--dynamo_backend ...] -m train ... fold=k`` (the other ranks exit),
+  so each fold gets the same processes; FSDP/DeepSpeed launch settings are not carried over.
+  PORT is a free port picked for each fold on one machine; on several machines, which must
+  agree on it without talking, MASTER_PORT+1+k, which must be free on the main machine.
 
 At the end the folds' ``oof.csv`` are joined into ``OUT/NAME/oof.csv`` and the out-of-fold
 AUC is logged. ``resume=auto`` resumes each fold (finished folds return at once).
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 import yaml
 
-from data import modelcard
+from data import devices, modelcard
 from data import store as zstore
 from data.config import ConfigError, dict_diff, format_diff, load_config, save_config, to_dict
 from data.loader import StoreBlocks
@@ -189,10 +190,11 @@ def train_fold(cfg: TrainConfig) -> dict:
     check_input_size(net, cfg.model.name, size)
 
     launched = int(os.environ.get("WORLD_SIZE", "1"))
-    # accelerate 1.15 sets up CPU processes as a group only with cpu=True (ACCELERATE_USE_CPU):
-    # `accelerate launch --multi_gpu` on a machine without accelerators would otherwise start
-    # independent single-process runs writing the same directory.
-    cpu_group = launched > 1 and not torch.accelerator.is_available()
+    # accelerate sets up CPU processes as a group only with cpu=True (ACCELERATE_USE_CPU):
+    # `accelerate launch --multi_gpu` on a machine without accelerators (or with
+    # CUDA_VISIBLE_DEVICES="") would otherwise start independent single-process runs writing
+    # the same directory.
+    cpu_group = launched > 1 and not devices.accelerator_available()
     if cpu_group and int(os.environ.get("LOCAL_RANK", "0")) == 0:
         log.warning("%d processes and no accelerator: a CPU process group (gloo)", launched)
     accelerator = Accelerator(
@@ -383,12 +385,21 @@ def fold_command(config: str | None, overrides: list[str], name: str, fold: int,
               "--num_processes", str(world), "--num_machines", str(nodes),
               "--machine_rank", env.get("GROUP_RANK", "0"),
               "--main_process_ip", env.get("MASTER_ADDR", "127.0.0.1"),
-              "--main_process_port", str(int(env.get("MASTER_PORT", "29500")) + 1 + fold)]
+              "--main_process_port", str(fold_port(env, fold, nodes))]
     if env.get("ACCELERATE_MIXED_PRECISION"):
         launch += ["--mixed_precision", env["ACCELERATE_MIXED_PRECISION"]]
     if env.get("ACCELERATE_DYNAMO_BACKEND"):
         launch += ["--dynamo_backend", env["ACCELERATE_DYNAMO_BACKEND"].lower()]
     return [*launch, *args]
+
+
+def fold_port(env: dict, fold: int, nodes: int) -> int:
+    """The rendezvous port of fold ``fold``'s launch: a free one on one machine; on ``nodes`` > 1
+    machines MASTER_PORT + 1 + fold, which every machine computes alike (the port this launch
+    used is still held by its rendezvous store)."""
+    if nodes == 1:
+        return devices.free_port()
+    return int(env.get("MASTER_PORT", "29500")) + 1 + fold
 
 
 _LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
