@@ -4,7 +4,8 @@
                     [--sample-submission DIR/sample_submission.csv] [--truth truth.csv]
                     [--config configs/infer/default.yaml] [key=value ...]
     python -m infer --runs runs/NAME --data DIR --split test --out submission.csv ...
-    accelerate launch -m infer ...           (several GPUs: each process predicts a share)
+    accelerate launch -m infer ...           (several GPUs: each process predicts a share;
+                                             one process per GPU, more is refused)
 
 Writes ``--out`` (``id,target``: every id of sample_submission.csv in its order, if one is given
 or found next to the data; else the input's order) and ``infer.yaml`` next to it (the resolved
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from data import layout
+from data import devices, layout
 from data.cli import cli_errors
 from data.config import config_help, load_config, to_dict
 from infer.config import InferConfig
@@ -82,6 +83,11 @@ def run(
     if (store is None) == (data is None):
         raise InferError("give exactly one input: --store CACHE/test.zarr or --data DIR")
     accelerator = accelerator or Accelerator()
+    if accelerator.device.type == "cuda":
+        # Accelerate's group on CUDA is NCCL, which cannot share a GPU between processes
+        # (preprocessing's gloo group can: run more I/O processes there).
+        devices.check_one_process_per_gpu(devices.local_world_size(),
+                                          devices.cuda_device_count())
     out = Path(out)
     run_list = [None] if runs is None else list(runs) if isinstance(runs, (list, tuple)) else [runs]
     if len(run_list) > 1 and cfg.checkpoints:

@@ -26,7 +26,6 @@ would be an arbitrary guess. The ensemble ranks (``ensemble=rank``) cover valid 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import re
@@ -39,7 +38,7 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from data import layout, views
+from data import devices, layout, views
 from data import store as zstore
 from data.config import dict_diff, format_diff, from_dict
 from data.images import model_input
@@ -497,21 +496,6 @@ def fit_member_stack(runs: list[Path], folds: list[Fold]) -> Stack:
     return fit_stack(np.stack(p), target)
 
 
-@contextlib.contextmanager
-def _ieee_fp32():
-    """IEEE float32 for the transform's convolutions and matmuls, as preprocessing computes
-    them (cuDNN defaults to TF32 on Ampere and later, coarser than the float16 images)."""
-    conv = torch.backends.cudnn.conv.fp32_precision
-    matmul = torch.backends.cuda.matmul.fp32_precision
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
-    torch.backends.cuda.matmul.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.conv.fp32_precision = conv
-        torch.backends.cuda.matmul.fp32_precision = matmul
-
-
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -569,7 +553,7 @@ def predict(
         blocks = (send_to_device(block, accelerator.device) for block in loader)
         for *xs, ok, index in batches(blocks, cfg.batch_size):
             if transform is not None:
-                with _ieee_fp32():
+                with devices.ieee_fp32():  # as preprocessing computes it
                     images, waves = transform(xs[0])
                 # Rounded to float16 as the store holds them, so both paths feed the models
                 # the same numbers; a value float16 cannot hold makes the sample invalid.

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import yaml
 
-from data import modelcard
+from data import devices, modelcard
 from data import store as zstore
 from data.cli import cli_errors
 from data.config import (
@@ -220,10 +220,11 @@ def train_fold(cfg: TrainConfig) -> dict:
     check_input_size(net, cfg.model.name, size)
 
     launched = int(os.environ.get("WORLD_SIZE", "1"))
-    # accelerate 1.15 sets up CPU processes as a group only with cpu=True (ACCELERATE_USE_CPU):
-    # `accelerate launch --multi_gpu` on a machine without accelerators would otherwise start
-    # independent single-process runs writing the same directory.
-    cpu_group = launched > 1 and not torch.accelerator.is_available()
+    # accelerate sets up CPU processes as a group only with cpu=True (ACCELERATE_USE_CPU):
+    # `accelerate launch --multi_gpu` on a machine without accelerators (or with
+    # CUDA_VISIBLE_DEVICES="") would otherwise start independent single-process runs writing
+    # the same directory.
+    cpu_group = launched > 1 and not devices.accelerator_available()
     if cpu_group and int(os.environ.get("LOCAL_RANK", "0")) == 0:
         log.warning("%d processes and no accelerator: a CPU process group (gloo)", launched)
     accelerator = Accelerator(

@@ -160,21 +160,27 @@ def test_explicit_checkpoints_of_different_architectures(make_store, make_run, t
 
 def test_two_processes_equal_one(make_store, make_run, tmp_path):
     """``torchrun`` with 2 CPU processes (gloo): each predicts a share, gathered per batch;
-    37 samples in batches of 5 leave a remainder that must not be counted twice."""
+    37 samples in batches of 5 leave a remainder that must not be counted twice. Both runs on
+    the CPU (no GPU visible, ACCELERATE_USE_CPU), also where there is a GPU: TF32 would blur
+    the comparison."""
     import os
     import subprocess
     import sys
+
+    from data.devices import free_port
 
     store, ids, _ = make_store(n=37, invalid=(5,))
     runs = make_run(n_folds=2)
     args = ["-m", "infer", "--runs", str(runs), "--store", str(store), "--quiet",
             "batch_size=5", "tta=[swap]"]
     one, two = tmp_path / "one.csv", tmp_path / "two" / "submission.csv"
-    main([*args[2:], "--out", str(one)])
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "1",
+           "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, *args, "--out", str(one)], check=True, env=env,
+                   timeout=300, capture_output=True)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    *args, "--out", str(two)], check=True, env=env, timeout=300,
-                   capture_output=True)
+                    "--master_port", str(free_port()), *args, "--out", str(two)], check=True,
+                   env=env, timeout=300, capture_output=True)
     import yaml
 
     assert yaml.safe_load((two.parent / "infer.yaml").read_text())["num_processes"] == 2

@@ -16,7 +16,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import zarr
 from data import layout
 from data import store as zstore
 from data.config import load_config, to_dict
+from data.devices import free_port
 from data.layout import BadSample, DataError
 from data.store import SCHEMA_VERSION, StoreError
 from preprocess import pipeline
@@ -67,12 +67,6 @@ def chunk_files(store: Path, array: str) -> dict[str, int]:
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "preprocess", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120, **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,20 +214,68 @@ def test_sigkill_then_rerun_is_byte_identical(tmp_path, make_config, small_args)
     assert_identical(store, ref / "train.zarr")
 
 
-def test_two_processes_equal_one(dataset, reference_cache, tmp_path, small_args):
-    # On a CPU-only machine --multi_gpu is what starts N processes (with gloo); --cpu
-    # --num_processes 2 silently runs one (accelerate issue 2741).
-    cache = tmp_path / "cache"
+def launch(n: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``accelerate launch --multi_gpu --num_processes n -m preprocess ARGS`` on a free port.
+
+    --multi_gpu is what starts n processes on any machine (preprocessing's group is gloo
+    whatever the device); --cpu --num_processes 2 silently runs one (accelerate issue 2741).
+    """
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--num_processes", str(n), "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "preprocess", "--data", str(dataset), "--out", str(cache), "--no-progress",
-           *small_args]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+           "-m", "preprocess", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def test_two_processes_equal_one(dataset, reference_cache, tmp_path, small_args):
+    """Two CPU processes (device=cpu, and no GPU visible even on a machine that has one):
+    byte-identical to the one-process reference."""
+    cache = tmp_path / "cache"
+    result = launch(2, "--data", str(dataset), "--out", str(cache), "--no-progress",
+                    *small_args, env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 process(es)" in result.stderr
+    assert "device cpu, 2 process(es)" in result.stderr
     for split in ("train", "test"):
         assert_identical(cache / f"{split}.zarr", reference_cache[0] / f"{split}.zarr")
+
+
+def assert_close_to_cpu(store: Path, cpu_store: Path) -> None:
+    """A store made on a GPU: the CPU's arrays, images (and their statistics) within about
+    one float16 step."""
+    gpu, cpu = arrays(store), arrays(cpu_store)
+    assert zarr.open_group(str(store), mode="r").attrs["device_type"] == "cuda"
+    assert sorted(gpu) == sorted(cpu)
+    for k in cpu:
+        if k in ("images", "stats"):
+            np.testing.assert_allclose(gpu[k].astype(np.float64), cpu[k].astype(np.float64),
+                                       rtol=2e-3, atol=1e-3 * float(np.abs(cpu[k]).max()),
+                                       err_msg=k)
+        else:
+            assert (gpu[k] == cpu[k]).all(), k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_store_matches_cpu(dataset, reference_cache, tmp_path, make_config):
+    cache = tmp_path / "cache"
+    summary = pipeline.run(dataset, cache, make_config("device=cuda"), progress=False)
+    assert summary["device"] == "cuda:0"
+    for split in ("train", "test"):
+        assert_close_to_cpu(cache / f"{split}.zarr", reference_cache[0] / f"{split}.zarr")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_more_processes_than_gpus_share_them(dataset, reference_cache, tmp_path, small_args):
+    """One process more than there are GPUs: the last shares cuda:0 (pick_device) over the
+    gloo group; the store is the CPU's up to float16 rounding."""
+    n = torch.cuda.device_count() + 1
+    cache = tmp_path / "cache"
+    result = launch(n, "--data", str(dataset), "--out", str(cache), "--no-progress",
+                    *small_args, "device=cuda")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"device cuda:0, {n} process(es)" in result.stderr
+    for split in ("train", "test"):
+        assert_close_to_cpu(cache / f"{split}.zarr", reference_cache[0] / f"{split}.zarr")
 
 
 def test_rerun_of_a_finished_store_does_nothing(dataset, reference_cache, tmp_path, make_config,

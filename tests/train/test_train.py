@@ -25,6 +25,7 @@ import yaml
 from data import layout
 from data import store as zstore
 from data.config import load_config
+from data.devices import free_port
 from data.images import prepare_images
 from data.metrics import roc_auc
 from data.modelcard import file_sha256, read_card
@@ -238,14 +239,17 @@ def test_resume_with_a_changed_config_warns(single, train_store, tmp_path):
 
 @pytest.mark.timeout(300)
 def test_two_processes(single, train_store, tmp_path):
-    """accelerate launch --multi_gpu --num_processes 2 (gloo on CPU): every validation sample
-    gathered exactly once, and an AUC close to the single process's."""
+    """accelerate launch --multi_gpu --num_processes 2 with no GPU visible (also where there
+    is one), so train/cli.py makes a CPU group (gloo): every validation sample gathered
+    exactly once, and an AUC close to the single process's."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
            "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", "29517", "-m", "train", *SMALL, f"store={train_store}",
-           f"out={tmp_path}", "name=ddp", "epochs=3"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+           "--main_process_port", str(free_port()), "-m", "train", *SMALL,
+           f"store={train_store}", f"out={tmp_path}", "name=ddp", "epochs=3"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "2 processes and no accelerator: a CPU process group (gloo)" in proc.stderr
     assert "on 2 process(es)" in proc.stderr
     fold = tmp_path / "ddp" / "fold0"
     ids = [line.split(",")[0] for line in (fold / "oof.csv").read_text().splitlines()[1:]]
