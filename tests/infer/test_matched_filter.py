@@ -94,10 +94,12 @@ def _paired_bootstrap_se(target, a, b, rng, n=200) -> float:
 
 
 def test_bank_auc_is_below_the_oracle(tmp_path):
-    # 300 test samples, SNR uniform on 3-10 (oracle AUC ~0.93). The oracle knows each signal;
+    # 300 test samples, SNR uniform on 3-10 (oracle AUC ~0.95). The oracle knows each signal;
     # the bank's AUC must not beat it beyond the statistical error of the paired difference
-    # (2 standard errors by a paired bootstrap over the same samples, at least 0.005), and
-    # must be far above chance. The bank is placed for the test (min match 0.8: ~30 templates).
+    # (2 standard errors by a paired bootstrap over the same samples, ~0.03 here; at least
+    # 0.005), and must be far above chance: > 0.7 is 7 standard errors above 0.5 with 150
+    # signals and 150 noise samples (measured ~0.8). A coarse bank, placed for the test: min
+    # match 0.7 (~35 templates), placement stopped at < 1 % acceptance over 256 candidates.
     root = tmp_path / "set"
     synth.generate(root, n_train=2, n_test=300, seed=3, snr="uniform:3,10", progress=False)
     index = layout.build_index(root, "test")
@@ -105,12 +107,12 @@ def test_bank_auc_is_below_the_oracle(tmp_path):
     target = np.array([int(truth[i]["target"]) for i in index.ids])
     oracle = np.array([float(truth[i]["oracle"]) for i in index.ids])
     x = np.stack([layout.load_sample(index.path(i)) for i in range(len(index))])
-    bank = mf.build_bank(physics.noise_psd(), min_match=0.8)
+    bank = mf.build_bank(physics.noise_psd(), min_match=0.7, stop_window=256)
     stat = np.concatenate([mf.bank_statistic(x[i : i + 32], bank) for i in range(0, len(x), 32)])
     auc, oracle_auc = roc_auc(target, stat), roc_auc(target, oracle)
     se = _paired_bootstrap_se(target, stat, oracle, np.random.default_rng(0))
     assert auc <= oracle_auc + max(2 * se, 0.005), (auc, oracle_auc, se)
-    assert auc > 0.8, (auc, oracle_auc)
+    assert auc > 0.7, (auc, oracle_auc)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,8 @@ def tiny_set(tmp_path_factory):
     return root
 
 
-def test_cli_writes_a_submission_and_scores_it(tiny_set, tmp_path, capsys):
+def test_cli_writes_a_submission_and_scores_it(tiny_set, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(mf, "STOP_WINDOW", 256)  # a coarse bank, placed fast
     out = tmp_path / "mf.csv"
     summary = mf.main(["--data", str(tiny_set), "--out", str(out), "--truth",
                        str(tiny_set / "truth.csv"), "--min-match", "0.6", "--device", "cpu",
