@@ -696,7 +696,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(
-        prog="python -m infer.matched_filter",
+        prog="g2net-matched-filter",
         description="Matched-filter search over an IMRPhenomD template bank: the realistic "
         "detection ceiling of a G2Net-layout data set (the oracle knows each signal).",
     )
@@ -729,9 +729,12 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("batch_size", "template_chunk"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    from data.cli import cli_errors
     from infer.predict import InferError
 
-    try:
+    # One voice with every stage (data.cli): exit 2 for input it cannot use, 1 for a failed
+    # read or write.
+    with cli_errors(ap.prog, user_errors=(MatchedFilterError, InferError)):
         summary = run(
             args.data, args.out, split=args.split, truth=args.truth, min_match=args.min_match,
             spin_max=args.spin_max, time_step=args.time_step, n_psd=args.n_psd,
@@ -740,8 +743,6 @@ def main(argv: list[str] | None = None) -> dict:
             n_fitting=args.fitting_factors, seed=args.seed, report=args.report,
             progress=not args.quiet,
         )
-    except (MatchedFilterError, InferError, layout.DataError) as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
     print(f"{summary['n']} samples x {summary['bank']['n_templates']} templates in "
           f"{summary['filter_seconds']:.1f} s ({summary['samples_per_s']} samples/s on "
           f"{summary['device']}) -> {summary['submission']}")
