@@ -12,8 +12,9 @@
 3. ``python -m train`` twice (subprocesses: inference never imports training) on fold 0: the
    tiny CQT config (``configs/train/tiny.yaml``) into ``OUT/train/fold0`` and the small 1D CNN
    on the whitened strain (``configs/train/tiny1d.yaml``) into ``OUT/train1d/fold0``.
-4. ``infer.cli.run``: predict the test store with both runs as an ensemble (mean of their
-   probabilities), score the ensemble and each member against ``truth.csv``.
+4. ``infer.cli.run``: predict the test store with both runs as an ensemble (a logistic stack
+   fitted on their out-of-fold predictions), score the ensemble and each member against
+   ``truth.csv``.
 
 Everything it shows lands in ``OUT``: ``report.json`` (AUCs, sizes, each stage's wall time),
 ``submission.csv``, ``metrics.json``, ``cqt.png`` (the loudest test signal, its merger time
@@ -143,7 +144,11 @@ def run_demo(
             log.info("demo: %s", " ".join(cmd))
             subprocess.run(cmd, check=True)
     with _stage("infer", seconds):
-        summary = infer_run(out / "submission.csv", InferConfig(), runs=[p for p, _ in runs],
+        # Two runs: stacked by a logistic regression fitted on their fold-0 out-of-fold
+        # predictions (a weaker member gets a smaller weight; a plain mean would not).
+        summary = infer_run(out / "submission.csv",
+                            InferConfig(members="stack" if len(runs) > 1 else "mean"),
+                            runs=[p for p, _ in runs],
                             store=cache / "test.zarr",
                             sample_submission=data / "sample_submission.csv",
                             truth=data / "truth.csv", progress=progress)
