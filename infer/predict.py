@@ -46,7 +46,14 @@ from data.config import dict_diff, format_diff, from_dict
 from data.images import prepare_images
 from data.loader import StoreBlocks, batches, plan_epoch
 from data.metrics import average_ranks
-from data.modelcard import CARD_FILE, WEIGHTS_FILE, ModelCard, read_card, verify_weights
+from data.modelcard import (
+    CARD_FILE,
+    INPUT_KINDS,
+    WEIGHTS_FILE,
+    ModelCard,
+    read_card,
+    verify_weights,
+)
 from infer.config import InferConfig
 from preprocess.config import PreprocessConfig, identity_drift, identity_for
 
@@ -311,8 +318,10 @@ def training_psd(fold: Fold) -> np.ndarray:
     return psd
 
 
-def build_transform(fold: Fold) -> torch.nn.Module:
-    """The whiten + CQT transform recorded with ``fold``, with its training PSD.
+def build_transform(fold: Fold, psd: np.ndarray | None = None) -> torch.nn.Module:
+    """The whiten + CQT transform recorded with ``fold``, with its training PSD, or with
+    ``psd`` ((3, n_freq) float64, 1/Hz, on a grid from 0 to fs / 2) in its place (a search
+    whitens long strain with the PSD of the data around each window).
 
     :func:`load_fold` has checked that this code makes the recorded transform from the
     recorded config, so the config alone rebuilds it.
@@ -320,7 +329,33 @@ def build_transform(fold: Fold) -> torch.nn.Module:
     from preprocess.transforms import Transform
 
     cfg = from_dict(PreprocessConfig, fold.card.preprocess_config)
-    return Transform.from_config(cfg.whiten, cfg.cqt, training_psd(fold))
+    return Transform.from_config(cfg.whiten, cfg.cqt, training_psd(fold) if psd is None else psd)
+
+
+def model_input(fold: Fold, images: torch.Tensor | None = None,
+                waves: torch.Tensor | None = None) -> torch.Tensor:
+    """What ``fold``'s model reads, made as in training, from float16 transform outputs.
+
+    images: (B, 3, n_bins, n_frames) float16 |CQT| (the store's ``images``); waves: (B, 3, T)
+    float16 whitened strain (the store's ``waves``). A model card's ``input`` says which one
+    the model reads: "images" -> :func:`data.images.prepare_images` (normalised by the card's
+    channel statistics, resized to its ``image_size``): (B, 3, H, W) float32; "waves" -> the
+    strain normalised per channel by the card's statistics: (B, 3, T) float32.
+    """
+    card = fold.card
+    if card.input not in INPUT_KINDS:
+        raise InferError(f"{fold.path / CARD_FILE}: input {card.input!r} is not one of "
+                         f"{INPUT_KINDS}")
+    x = images if card.input == "images" else waves
+    if x is None:
+        raise InferError(f"{fold.name} reads {card.input}, which this input does not provide")
+    mean, std = card.channel_stats["mean"], card.channel_stats["std"]
+    if card.input == "images":
+        return prepare_images(x, mean, std, card.image_size)
+    x = x.float()
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1)
+    return (x - m) / s
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,8 +465,7 @@ def predict(
                 ok = ok & torch.isfinite(x).flatten(1).all(dim=1)
             logits = []
             for fold, model in zip(folds, models):
-                stats = fold.card.channel_stats
-                base = prepare_images(x, stats["mean"], stats["std"], fold.card.image_size)
+                base = model_input(fold, images=x)
                 # Training's time shift is in CQT frames of the native image; so is tta_shift.
                 shift = round(cfg.tta_shift * base.shape[-1] / x.shape[-1])
                 logits.append(torch.stack([
