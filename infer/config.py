@@ -86,11 +86,15 @@ class SearchPSDConfig:
 @dataclass
 class SearchConfig:
     stride: float = 0.25  # s between 2-s windows (a multiple of 1 / 2048 s, at most 2 s)
-    batch_size: int = 256  # windows per model call
-    # Torch threads on a CPU; 0 = torch's default (one per core). Torch's OpenMP workers spin
-    # at their barriers: on cores shared with other busy processes 1 thread can be several
-    # times faster than 2 (bench/bench_search.py measures both).
+    # Windows per transform / model call: on a CPU 32-128 kept the tiny model's activations
+    # in cache (256 was 1.4x slower per window).
+    batch_size: int = 64
+    # Torch threads per op on a CPU; 0: half the cores, at least 1 (the transform and the
+    # models run in two threads at once). Torch's OpenMP workers spin at their barriers: with
+    # another busy process on the cores, 2 threads per op on 2 cores ran the transform and
+    # model 3-10x slower than 1 (bench/bench_search.py measures it).
     threads: int = 0
+    transform_thread: bool = True  # the transform in a worker thread beside the models
     psd: SearchPSDConfig = field(default_factory=SearchPSDConfig)
     cluster: float = 2.0  # s: a trigger is the loudest window within +-cluster of itself
     # A trigger's time (infer.search's docstring): "onset": the start of the earliest window

@@ -5,91 +5,115 @@ slides, and, given the injections, which were found.
         [--channel IFO=NAME] [--stride 0.25] [--slides K] [--injections CSV]
         [--psd local|training] [--config YAML] [--rescore] [--quiet] [key=value ...]
 
-(``g2net-search``; key=value overrides are :class:`infer.config.SearchConfig` keys.)
+(``g2net-search``; key=value overrides are :class:`infer.config.SearchConfig` keys; an item
+right after ``--strain`` whose name is not a detector is taken as one.)
 
 1. **Strain** (:mod:`infer.strain`): each detector's GWF / HDF5 files read with gwpy,
    resampled to the model's rate (the card's ``transform.sample_rate``, 2048 Hz), laid on one
    grid over the span the three share; missing or non-finite samples are NaN.
 2. **Windows**: 2-s windows (the card's ``n_time`` = 4096 samples) start every ``stride`` s
-   from the common span's first sample. A window that touches a NaN in any detector is dropped,
-   and nothing else is (but see the PSD's ``min_segments``). A window's **trigger time** is its
-   start + ``trigger_offset`` = 1.6 s: data.synth, which made the training set, puts the
-   (geocentre) merger uniformly 1.3-1.9 s into a 2-s sample, so the model answers most for a
-   window whose merger sits there.
+   from the common span's first sample. A window that touches a NaN in any detector is
+   dropped, and nothing else is (but see ``psd.min_segments``).
 3. **PSD** (``psd.source``): ``local`` (default) whitens each window with the PSD of the data
-   around it: windows are grouped in blocks of ``psd.block`` s of starts; a block's PSD is the
+   around it. Windows are grouped in blocks of ``psd.block`` s of starts; a block's PSD is the
    median of the one-sided periodograms of the 2-s segments (every ``psd.hop`` s, Tukey(alpha)
    windowed with the model's own ``whiten.alpha``, mean removed) whose centres lie within
    ``psd.span`` / 2 of the block's centre and which touch no NaN, divided by the median's bias
    (:func:`preprocess.transforms.median_psd`: exactly scipy's ``welch(average='median')`` on
-   those segments). A block with fewer than ``psd.min_segments`` clean segments is not
-   analysed. The training PSD (the card's) is the *mean* of Tukey(alpha) periodograms of 2-s
-   training noise samples: same window, same 0.5 Hz grid (3, 2049), same density scaling, so in
-   stationary Gaussian noise both estimate the same window-smoothed PSD; the median of an
-   exponential periodogram bin is ln 2 of its mean, and the bias division (-> ln 2 for many
-   segments) restores the mean's scale (checked in the tests against the card's PSD on
-   synthetic strain). ``training`` uses the card's PSD for every window.
+   those segments). A block with fewer than ``psd.min_segments`` clean segments is skipped.
+   The training PSD (the card's) is the *mean* of Tukey(alpha) periodograms of 2-s noise
+   samples: same window, same 0.5 Hz grid (3, 2049), same density scaling, so in stationary
+   Gaussian noise the two estimate the same window-smoothed PSD. A periodogram bin is
+   exponential (chi^2_2 / 2), whose median is ln 2 = 0.69 of its mean; scipy's bias (-> ln 2
+   for many segments) restores the mean's scale for independent segments. Measured on
+   data.synth_long noise against a card's PSD: 0.4-1.8 % high over 20-1000 Hz, within 6 % in
+   octave bands (the bias assumes independent segments; 50 %-overlapping ones are correlated,
+   which leaves the median ~1 % high). A loud chirp in a few of the 65 segments raises the
+   median a few % in the band it fills (the mean would rise more). ``training`` uses the
+   card's PSD for every window.
 4. **Transform**: each window goes through the model's own transform from its card
    (:class:`preprocess.transforms.Whiten` built with the block's PSD, the card's CQT), rounded
    to float16 as the store holds it, then :func:`infer.predict.model_input` (normalisation and
-   resizing exactly as inference does; whitened strain for ``waves`` models, and no CQT is
-   computed when no fold reads images). Windows share: the reading, the resampling, the
-   periodogram of each Welch segment (computed once, used by every block whose span holds it),
-   the PSD and whitening filter of a block, and, across time slides, every detector's
-   whitened and CQT rows (below). They cannot share their FFTs or CQTs: the model's transform
-   removes each window's mean and tapers it with its own Tukey window before the FFT, so
-   overlapping windows hold different numbers; a stream-whitened series would make images the
-   model never saw in training.
+   resizing exactly as inference does; whitened strain for ``waves`` models, for which no CQT
+   is computed). Windows share the reading and resampling, each Welch segment's periodogram
+   (computed once for every block whose span holds it), a block's PSD and whitening filter,
+   and, across time slides, every detector's whitened and CQT rows (below). They cannot share
+   their FFTs or CQTs: the model's transform removes each window's mean and tapers it with its
+   own Tukey window before the FFT, so overlapping windows hold different numbers, and a
+   stream-whitened series would make images the model never saw in training.
 5. **Scores**: every fold under RUN (or ``checkpoints``), logits -> probabilities in float64,
-   averaged over folds (:func:`infer.predict.combine`, ``mean``).
+   averaged over folds (:func:`infer.predict.combine`, ``mean``). With ``transform_thread``
+   the transform runs in a worker thread beside the models; ``threads`` is torch's threads
+   per op on a CPU (default half the cores: two OpenMP teams spinning on shared cores made
+   the transform and model several times slower).
 6. **Time slides** (``slides`` = K): the analysed windows form stretches of consecutive windows
-   (cut by gaps), split into *rings* of at most ``ring`` s. In slide k, ``slide_detectors[i]``
-   (L1, V1 by default) is shifted by (i + 1) * k * ``slide_step`` s circularly within the ring:
-   window w of the slide is H1's row of window w, L1's row of window w - k m and V1's of w - 2km
-   (modulo the ring's W windows; m = slide_step / stride). The whitening and CQT act on each
-   detector's row alone, so a slide reuses the zero-lag rows and costs the model only; every
-   row is real, continuous data whitened with its own time's PSD, and no window is lost at the
-   wrap. A ring takes slide k only when the shifts are all distinct and non-zero
-   (n_slid * k * m < W). Zero lag and slides are scored into separate rows of one array from
-   separate index arrays: no slid window is ever scored as zero lag, nor the reverse.
-7. **Triggers** (per slide and for zero lag separately): a window is a trigger when its score
+   (cut by gaps), split into *rings* of at most ``ring`` s (a ring's rows are held in memory:
+   ~35 KB a window for the default images). In slide k, ``slide_detectors[i]`` (L1, V1 by
+   default; H1 stays) is shifted by (i + 1) k ``slide_step`` s circularly within the ring:
+   window w of slide k is H1's row of window w, L1's row of window w - k m and V1's of window
+   w - 2 k m (modulo the ring's W windows; m = slide_step / stride). The whitening and CQT act
+   on each detector's row alone, so a slide reuses the zero-lag rows and costs the models
+   only; every row is real, continuous data whitened with its own time's PSD, and no window is
+   lost at the wrap. A ring takes slide k only when the shifts stay distinct and non-zero
+   (n_slid k m < W). Zero lag and slides are scored into separate rows of one array from
+   separate index arrays: no slid window is scored as zero lag, nor the reverse.
+7. **Triggers** (for zero lag and each slide on its own): a window is a trigger when its score
    is the highest within +-``cluster`` s (ties: the earliest), so triggers are more than
-   ``cluster`` s apart. **Livetime**: each scored window stands for ``stride`` s; the zero-lag
-   (analysed) time is the zero-lag windows x stride, the background livetime the slid windows x
-   stride (K x the analysed time when every ring takes every slide). **FAR** of a zero-lag
-   trigger: the number of background triggers with a score >= its score / background livetime
-   (per year; 0 when none is as loud, i.e. below 1 / livetime); IFAR = 1 / FAR (inf).
+   ``cluster`` s apart. A trigger's **time** (``trigger_time``): ``onset`` (default) is the
+   start of the earliest window of its peak (the run of windows up to the loudest that score
+   at least half as much, at most one window length back) + ``trigger_offset``, by default
+   where the flat part of the model's Tukey window ends (2 s x (1 - alpha / 2) = 1.75 s): the
+   first window that sees the merger. ``loudest`` is the loudest window's start + 1.6 s, the
+   middle of data.synth's merger prior (1.3-1.9 s into a training sample). A CNN classifier
+   answers for a merger anywhere from ~0.3 s to ~1.9 s into a window and saturates for loud
+   signals, so the loudest window of the plateau is a poor clock: with the demo's tiny model
+   (injections at network SNR >= 11, four runs) ``onset`` put 68 of 69 triggers within 0.5 s
+   of the injected merger (median error -0.05 s), ``loudest`` 46 of 69.
+   **Livetime**: each scored window stands for ``stride`` s: the zero-lag (analysed) time is
+   the zero-lag windows x stride, the background livetime the slid windows x stride (K x the
+   analysed time when every ring takes every slide and nothing is vetoed). **FAR** of a
+   zero-lag trigger: the number of background triggers with a score >= its score / the
+   background livetime (per year; 0 when none is as loud, i.e. below 1 / livetime, which
+   ``summary.json`` states as ``far_resolution_per_year``); IFAR = 1 / FAR (inf).
 8. **Injections** (``--injections`` CSV with ``gps_time`` (geocentre) and ``snr``): analysed
-   when the zero-lag window whose trigger time is nearest was scored; found at a FAR threshold
-   when a zero-lag trigger within +-``match_window`` s (the loudest there) has a FAR at or
-   below it. Injected signals are in the slid data too (in one detector at a time): the
-   background is conservative, as it would be on real data searched with injections.
+   when the window whose trigger time would be nearest was scored; found at a FAR threshold
+   when the loudest zero-lag trigger within +-``match_window`` s has a FAR at or below it. The
+   injections are in the slid data too, one detector at a time, and the model fires on a loud
+   one in H1 alone: slid windows any of whose rows come from within ``injection_veto`` s of an
+   injection's merger are left out of the background (and of its livetime). Unknown real
+   signals would still make background, as in any slide-based search.
 
 Outputs in OUTDIR: ``triggers.csv`` (gps_time, score, far_per_year, ifar_years),
-``background.csv`` (slide, gps_time (H1's time), score), ``found.csv`` (with injections),
-``summary.json`` (spans, window counts, livetimes, slides, trigger and found counts, speed,
-each stage's seconds, config), ``timeline.png``, ``efficiency.png`` (with injections) and
-``windows.npz``: every window's score per slide, with a key of the inputs, models and
-settings that made them. A re-run with the same key reuses it (re-clusters, re-computes FARs
-and matches injections in seconds); ``--rescore`` ignores it.
+``background.csv`` (slide, gps_time (H1's time), score), ``found.csv`` (with injections:
+gps_time, snr, analysed, found at each threshold, the matched trigger), ``summary.json``
+(span, window counts, livetimes, slides, trigger and found counts, speed, each stage's seconds
+(with the transform thread, the transform's and the models' overlap), sources),
+``search.yaml`` (the resolved config), ``timeline.png``, ``efficiency.png`` (with injections)
+and ``windows.npz``: every window's score per slide with a key of the files, models and
+settings that made them. A re-run with the same key reuses it (re-clusters, re-computes FARs,
+matches injections in seconds); ``--rescore`` ignores it.
 
 Bad input (missing detectors, unreadable files, unknown channels, rates that cannot be
 resampled, data that do not overlap or are shorter than a window + the PSD span, a model card
-the search cannot use, a bad config key) stops before any scoring with a message naming the
-file, detector or key: ``g2net-search: error: ...``, exit status 2.
+the search cannot use, a bad config key or injections file) stops before any scoring with a
+message naming the file, detector or key: ``g2net-search: error: ...``, exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import json
 import logging
 import math
+import os
+import queue
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +152,7 @@ SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "search.yaml"
 # Settings that do not change a window's score: a cached windows.npz is reused across them.
 POST_KEYS = ("trigger_time", "trigger_offset", "cluster", "match_window", "injection_veto",
-             "far_thresholds", "snr_bins", "threads")
+             "far_thresholds", "snr_bins", "threads", "transform_thread")
 LIGHT_TRAVEL = 0.0273  # s: Hanford-Virgo, the longest baseline of the three
 
 
@@ -401,13 +425,24 @@ def _sync(device: torch.device) -> None:
 def score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, accelerator=None,
                   progress: bool = True) -> WindowScores:
     """Transform every clean window of ``strain`` once and score it at zero lag and in every
-    slide (see the module docstring). ``strain`` must be at the models' rate."""
+    slide (see the module docstring). ``strain`` must be at the models' rate. On a CPU, torch
+    runs ``cfg.threads`` threads meanwhile."""
     from accelerate import Accelerator
 
     accelerator = accelerator or Accelerator()
+    threads = torch.get_num_threads()
+    if accelerator.device.type == "cpu":
+        # Two threads call torch at once (transform, models): half the cores each.
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // 2))
+    try:
+        return _score_windows(strain, folds, cfg, accelerator, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, accelerator,
+                   progress: bool) -> WindowScores:
     device = accelerator.device
-    if cfg.threads and device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
     card = folds[0].card
     fs, n_time = int(card.transform["sample_rate"]), int(card.transform["n_time"])
     if strain.sample_rate != fs:
@@ -461,93 +496,164 @@ def score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, accelera
     transform_bar = tqdm(total=int(analysed.sum()), desc="transform", **bars)
     score_bar = tqdm(total=n_scored, desc="score", **bars)
     strided = sliding_window_view(strain.data, n_time, axis=-1)[:, ::grid.stride]  # no copy
-    whiten_cache: dict[int, Whiten] = {}
     psd_segments: list[int] = []
 
-    def whiten_for(b: int) -> Whiten:
-        if b not in whiten_cache:
-            whiten_cache.clear()
-            t = time.perf_counter()
-            if local is None:
-                whiten = base.whiten
-            else:
-                psd, n_used = local.psd(blocks.centre(b, grid))
-                psd_segments.append(n_used)
-                whiten = Whiten.from_config(pcfg.whiten, psd).to(device)
-            whiten_cache[b] = whiten
-            timer.add("psd", t)
-        return whiten_cache[b]
-
-    with torch.inference_mode():
-        for a, b in rings:
-            w = b - a
-            # The ring's rows: float16 images and/or waves of every window, computed once.
-            images = waves = None
-            ok = torch.ones(w, dtype=torch.bool, device=device)
-            for blk in range(a // blocks.size, (b - 1) // blocks.size + 1):
-                s0, e0 = blocks.span(blk)
-                s0, e0 = max(s0, a), min(e0, b)
-                whiten = whiten_for(blk)
-                for s in range(s0, e0, cfg.batch_size):
-                    e = min(s + cfg.batch_size, e0)
-                    t = time.perf_counter()
-                    x = torch.from_numpy(np.ascontiguousarray(
-                        strided[:, s:e].transpose(1, 0, 2))).to(device)
-                    with _ieee_fp32():
+    def transform_batches():
+        """Yields ``(ring, s, e, outputs, ok)`` for every batch of windows [s, e) of every ring,
+        in order. outputs: float16 "images" and/or "waves"; ok: (e - s,) bool, False where a
+        value overflowed float16."""
+        whiten, whiten_block = None, -1
+        with torch.inference_mode():
+            for r, (a, b) in enumerate(rings):
+                for blk in range(a // blocks.size, (b - 1) // blocks.size + 1):
+                    if blk != whiten_block:  # a block may span two rings: one PSD for both
+                        t = time.perf_counter()
+                        if local is None:
+                            whiten = base.whiten
+                        else:
+                            psd, n_used = local.psd(blocks.centre(blk, grid))
+                            psd_segments.append(n_used)
+                            whiten = Whiten.from_config(pcfg.whiten, psd).to(device)
+                        whiten_block = blk
+                        timer.add("psd", t)
+                    s0, e0 = blocks.span(blk)
+                    for s in range(max(s0, a), min(e0, b), cfg.batch_size):
+                        e = min(s + cfg.batch_size, e0, b)
+                        t = time.perf_counter()
+                        x = torch.from_numpy(np.ascontiguousarray(
+                            strided[:, s:e].transpose(1, 0, 2))).to(device)
                         white = whiten(x)
                         outs = {}
                         if need_waves:
                             outs["waves"] = white.to(torch.float16)
                         if need_images:
                             outs["images"] = cqt(white).to(torch.float16)
-                    for name, half in outs.items():
-                        if name == "images" and images is None:
-                            images = torch.empty((w, *half.shape[1:]), dtype=torch.float16,
-                                                 device=device)
-                        if name == "waves" and waves is None:
-                            waves = torch.empty((w, *half.shape[1:]), dtype=torch.float16,
-                                                device=device)
-                        (images if name == "images" else waves)[s - a:e - a] = half
-                        ok[s - a:e - a] &= torch.isfinite(half).flatten(1).all(dim=1)
-                    _sync(device)
-                    timer.add("transform", t)
-                    transform_bar.update(e - s)
-            counts["overflow"] += int((~ok).sum())
+                        ok = torch.ones(e - s, dtype=torch.bool, device=device)
+                        for half in outs.values():
+                            ok &= torch.isfinite(half).flatten(1).all(dim=1)
+                        _sync(device)
+                        timer.add("transform", t)
+                        yield r, s, e, outs, ok
 
-            for k in range(cfg.slides + 1):
-                rows = slide_rows(w, k, m, len(slid), slid)
-                if rows is None:
-                    continue
-                rows_t = torch.from_numpy(rows).to(device)
-                t = time.perf_counter()
-                for s in range(0, w, cfg.batch_size):
-                    e = min(s + cfg.batch_size, w)
-                    idx = rows_t[:, s:e]
-                    batch = {}
-                    for name, arr in (("images", images), ("waves", waves)):
-                        if arr is None:
-                            continue
-                        # Zero lag reads the ring's rows in place; a slide gathers each
-                        # detector's row from its own (shifted) window.
-                        batch[name] = arr[s:e] if k == 0 else torch.stack(
-                            [arr[idx[d], d] for d in range(len(DETECTORS))], dim=1)
-                    logits = torch.stack([
-                        model(model_input(fold, **batch)).float().view(-1)
-                        for fold, model in zip(folds, models)])  # (n_folds, B)
-                    # float64 sigmoid: float32 rounds every logit above ~17 to 1.0 (ties).
-                    p = 1.0 / (1.0 + np.exp(-logits.cpu().numpy().astype(np.float64)))
-                    good = (ok[idx[0]] & ok[idx[1]] & ok[idx[2]]).cpu().numpy()
-                    scores[k, a + s:a + e] = np.where(good, combine(p[:, None, :], "mean"),
-                                                      np.nan)
-                    score_bar.update(e - s)
-                timer.add("model" if k == 0 else "model_slides", t)
-            del images, waves
+    def probabilities(batch: dict) -> np.ndarray:
+        """(B,) ensemble probability of a batch of float16 images / waves."""
+        logits = torch.stack([model(model_input(fold, **batch)).float().view(-1)
+                              for fold, model in zip(folds, models)])  # (n_folds, B)
+        # float64 sigmoid: float32 rounds every logit above ~17 to 1.0 (ties).
+        p = 1.0 / (1.0 + np.exp(-logits.cpu().numpy().astype(np.float64)))
+        return combine(p[:, None, :], "mean")
+
+    def score_slides(a: int, rows_of: dict, ok: torch.Tensor) -> None:
+        """Slides 1..K of the ring starting at window a, from its rows ``rows_of``."""
+        w = ok.shape[0]
+        for k in range(1, cfg.slides + 1):
+            rows = slide_rows(w, k, m, len(slid), slid)
+            if rows is None:
+                continue
+            rows_t = torch.from_numpy(rows).to(device)
+            t = time.perf_counter()
+            for s in range(0, w, cfg.batch_size):
+                e = min(s + cfg.batch_size, w)
+                idx = rows_t[:, s:e]
+                # Each detector's row from its own (shifted) window of the ring.
+                batch = {name: torch.stack([arr[idx[d], d] for d in range(len(DETECTORS))],
+                                           dim=1) for name, arr in rows_of.items()}
+                good = (ok[idx[0]] & ok[idx[1]] & ok[idx[2]]).cpu().numpy()
+                scores[k, a + s:a + e] = np.where(good, probabilities(batch), np.nan)
+                score_bar.update(e - s)
+            timer.add("model_slides", t)
+
+    # With transform_thread the transform runs in a worker thread while this one runs the
+    # models: two threads of single-threaded torch ops use two cores without OpenMP's spinning
+    # barriers (and, on busy cores, get two shares of them). Zero lag is scored batch by batch
+    # as the rows arrive; a ring's slides once all its rows are in.
+    worker = _Worker(transform_batches) if cfg.transform_thread else contextlib.nullcontext(
+        transform_batches())
+    with torch.inference_mode(), _ieee_fp32(), worker as batches:
+        ring, a, rows_of, ok = -1, 0, {}, None
+        for r, s, e, outs, ok_batch in batches:
+            if r != ring:
+                if ring >= 0:
+                    score_slides(a, rows_of, ok)
+                ring, (a, b) = r, rings[r]
+                rows_of = {name: torch.empty((b - a, *half.shape[1:]), dtype=half.dtype,
+                                             device=device) for name, half in outs.items()}
+                ok = torch.ones(b - a, dtype=torch.bool, device=device)
+            for name, half in outs.items():
+                rows_of[name][s - a:e - a] = half
+            ok[s - a:e - a] = ok_batch
+            counts["overflow"] += int((~ok_batch).sum())
+            transform_bar.update(e - s)
+            t = time.perf_counter()
+            scores[0, s:e] = np.where(ok_batch.cpu().numpy(), probabilities(outs), np.nan)
+            timer.add("model", t)
+            score_bar.update(e - s)
+        if ring >= 0:
+            score_slides(a, rows_of, ok)
     transform_bar.close()
     score_bar.close()
     counts["analysed"] = int(np.isfinite(scores[0]).sum())
     return WindowScores(grid=grid, scores=scores, rings=rings, counts=counts,
                         seconds=timer.seconds, duration=strain.duration,
                         psd_segments=psd_segments, sources=strain.sources)
+
+
+class _Worker:
+    """Iterates the generator ``produce()`` in a thread; iterating the worker yields its items
+    in order and re-raises its exception. At most PREFETCH items wait; leaving the ``with``
+    block early stops the thread."""
+
+    PREFETCH = 8
+
+    def __init__(self, produce):
+        self.produce = produce
+        self.queue: queue.Queue = queue.Queue(maxsize=self.PREFETCH)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="search-transform", daemon=True)
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def _run(self) -> None:
+        try:
+            for item in self.produce():
+                self._put(item)
+            self._put(_DONE)
+        except _Stopped:
+            pass
+        except Exception as e:  # noqa: BLE001  (handed to the consumer, which raises it)
+            with contextlib.suppress(_Stopped):
+                self._put(e)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+class _Stopped(Exception):
+    pass
+
+
+_DONE = object()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -182,6 +182,28 @@ def test_local_psd_is_scipy_median_welch():
     np.testing.assert_allclose(psd, median_psd(ref), rtol=1e-12)
 
 
+def test_worker_yields_in_order_and_raises():
+    from infer.search import _Worker
+
+    def items():
+        yield from range(20)
+        raise ValueError("boom")
+
+    got = []
+    with pytest.raises(ValueError, match="boom"), _Worker(items) as w:
+        for item in w:
+            got.append(item)  # noqa: PERF402  (keeps what came before the error)
+    assert got == list(range(20))
+
+    def endless():
+        while True:
+            yield 1
+
+    with _Worker(endless) as w:  # leaving early stops the thread
+        next(iter(w))
+    assert not w.thread.is_alive()
+
+
 def test_reader_resamples_real_gwf():
     """gwpy's shipped second of S6 strain (16384 Hz, three channels in one file)."""
     from gwpy.testing.utils import TEST_GWF_FILE
@@ -192,6 +214,35 @@ def test_reader_resamples_real_gwf():
     s = read_strain(paths, 2048, {"V1": "V1:h_16384Hz"})
     assert s.sample_rate == 2048 and s.n == 2048 and np.isfinite(s.data).all()
     assert s.sources["H1"]["channel"] == "H1:LDAS-STRAIN" and s.sources["H1"]["resampled"]
+
+
+def test_reader_joins_files_and_keeps_gaps(strain, tmp_path):
+    """Consecutive files read as the one they were cut from (a comma list or a glob); a gap
+    between files is NaN in that detector only; overlapping files are an error."""
+    from gwpy.timeseries import TimeSeries
+
+    from infer.strain import StrainError, parse_strain, read_strain
+
+    whole = read_strain(parse_strain(strain_args(strain["noise"])), 2048)
+    h1 = TimeSeries.read(strain["noise"] / f"H-H1_SYNTH-{GPS}-96.hdf5", format="hdf5")
+    pieces = {"cut": [(0, 40), (40, 96)], "gap": [(0, 40), (50, 96)], "overlap": [(0, 50),
+                                                                                  (40, 96)]}
+    for name, spans in pieces.items():
+        (tmp_path / name).mkdir()
+        for a, b in spans:
+            h1.crop(GPS + a, GPS + b).write(tmp_path / name / f"H-H1_{a}.hdf5", format="hdf5")
+    others = strain_args(strain["noise"])[1:]
+    cut = read_strain(parse_strain([f"H1={tmp_path}/cut/H-H1_0.hdf5,{tmp_path}/cut/H-H1_40.hdf5",
+                                    *others]), 2048)
+    assert cut.t0 == whole.t0 and len(cut.sources["H1"]["segments"]) == 1
+    np.testing.assert_array_equal(cut.data, whole.data)
+    gap = read_strain(parse_strain([f"H1={tmp_path}/gap/H-H1_*.hdf5", *others]), 2048)
+    missing = ~np.isfinite(gap.data)
+    assert missing[1:].sum() == 0 and missing[0].sum() == 10 * 2048
+    assert missing[0, 40 * 2048:50 * 2048].all()
+    np.testing.assert_array_equal(gap.data[:, ~missing[0]], whole.data[:, ~missing[0]])
+    with pytest.raises(StrainError, match="overlapping files"):
+        read_strain(parse_strain([f"H1={tmp_path}/overlap/H-H1_*.hdf5", *others]), 2048)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,6 +471,22 @@ def test_waves_model_goes_through_model_input(trained, strain, tmp_path):
             sd = torch.tensor(card.channel_stats["std"]).view(1, 3, 1)
             logit = float(model((waves - m) / sd))
             assert ws.scores[0, k] == pytest.approx(1 / (1 + np.exp(-logit)), rel=1e-6)
+
+
+def test_transform_thread_changes_no_score(trained, strain):
+    from data.config import load_config
+    from infer.config import SearchConfig
+    from infer.predict import load_fold
+    from infer.search import score_windows
+    from infer.strain import parse_strain, read_strain
+
+    fold = load_fold(trained / "fold0")
+    s = read_strain(parse_strain(strain_args(strain["noise"])), 2048)
+    got = [score_windows(s, [fold], load_config(SearchConfig, None, [
+        "stride=0.5", "slides=2", f"transform_thread={flag}"]), progress=False).scores
+           for flag in ("true", "false")]
+    assert np.isfinite(got[0]).all()
+    np.testing.assert_array_equal(got[0], got[1])
 
 
 # ---------------------------------------------------------------------------------------------
