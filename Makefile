@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Re-install whenever the package metadata changes; the stamp makes repeat runs instant.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[synth,dev]'
+	$(PY) -m pip install -q -e '.[synth,dev,track]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,6 +18,7 @@ demo: install
 	$(PY) -m infer.demo
 
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 bench: install

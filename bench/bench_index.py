@@ -44,7 +44,8 @@ def main() -> None:
         t = time.perf_counter()
         idx = build_index(root, "train")
         dt = time.perf_counter() - t
-        print(f"{label}: indexed {len(idx):,} ids in {dt:.2f} s = {dt / len(idx) * 1e5:.2f} s per 100,000")
+        print(f"{label}: indexed {len(idx):,} ids in {dt:.2f} s = "
+              f"{dt / len(idx) * 1e5:.2f} s per 100,000")
 
 
 if __name__ == "__main__":

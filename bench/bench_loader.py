@@ -2,24 +2,35 @@
 
     python bench/bench_loader.py [--n 8192] [--shape 3 46 129] [--chunk-size 64] [--codec lz4]
                                  [--workers 0] [--batch-size 64] [--buffer-chunks 8]
+                                 [--epochs 3] [--rounds 5]
 
 Writes a store of random float16 images (the default preprocessing's native size, 3 x 46 x 129)
 to a temporary directory, then times whole epochs of ``data.loader.StoreBlocks`` through a
 ``DataLoader`` and ``data.loader.batches`` on one core (torch and the reads single-threaded;
 ``--workers 0`` reads in the timing process itself). The goal is >= 10,000 samples/s per core,
 far above what a GPU consumes at this size. Also times per-sample random reads for contrast.
+
+Then what the integrity checks cost (goal: <= 10 % of samples/s): the same images read with the
+checks (the store as ``data.store.create`` makes it: crc32c on every chunk, read through
+``data.store.CheckedStore``, which checks each chunk's existence and checksum) and without them
+(a copy whose ``images`` has the old codec chain, Blosc alone, read through a plain Zarr
+``LocalStore`` as before the checks existed). The two are timed in alternation, ``--rounds``
+sequential epochs each, so that a busy machine slows both alike; medians and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import zarr
 from torch.utils.data import DataLoader
 
 from data import store as zstore
@@ -39,13 +50,38 @@ def make_store(path: Path, n: int, shape: tuple[int, int, int], chunk_size: int,
     zstore.finalize(g)
 
 
-def time_epoch(ds: StoreBlocks, workers: int, batch_size: int, epoch: int) -> tuple[float, int]:
+def copy_without_checksums(path: Path, copy: Path, codec: str) -> None:
+    """``copy``: the store at ``path`` with ``images`` rewritten in the old codec chain (the
+    compressor alone, no crc32c), same data."""
+    shutil.copytree(path, copy)
+    images = zarr.open_array(str(path / "images"), mode="r")
+    g = zarr.open_group(str(copy), mode="r+")
+    old = g.create_array("images", shape=images.shape, chunks=images.chunks, dtype="float16",
+                         compressors=zstore.compressors(codec)[:-1], fill_value=0,
+                         overwrite=True)
+    old[:] = images[:]
+
+
+@contextlib.contextmanager
+def unchecked_reads():
+    """``data.store`` opens stores through a plain Zarr LocalStore: no existence or checksum
+    check (what reading cost before they existed)."""
+    checked = zstore._open_group
+    zstore._open_group = lambda path, mode: zarr.open_group(str(path), mode=mode)
+    try:
+        yield
+    finally:
+        zstore._open_group = checked
+
+
+def time_epoch(ds: StoreBlocks, workers: int, batch_size: int, epoch: int,
+               clock=time.perf_counter) -> tuple[float, int]:
     ds.set_epoch(epoch)
     loader = DataLoader(ds, batch_size=None, num_workers=workers)
-    start, n = time.perf_counter(), 0
+    start, n = clock(), 0
     for images, targets, index in batches(loader, batch_size):
         n += images.shape[0]
-    return time.perf_counter() - start, n
+    return clock() - start, n
 
 
 def main() -> None:
@@ -58,6 +94,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--buffer-chunks", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="epochs each of the with/without-checks comparison")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -89,6 +127,34 @@ def main() -> None:
             images[int(i)]
         rate = len(rows) / (time.perf_counter() - t)
         print(f"per-sample random reads (for contrast): {rate:,.0f} samples/s")
+
+        plain = Path(tmp) / "plain.zarr"
+        copy_without_checksums(path, plain, args.codec)
+        # Wall clock, and this process's CPU time (zarr's I/O thread included): on a busy
+        # machine the CPU rate is the steadier measure of what the checks cost.
+        clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+        rates = {(name, c): [] for name in ("checked", "plain") for c in clocks}
+        for r in range(args.rounds):
+            for name in ("checked", "plain") if r % 2 == 0 else ("plain", "checked"):
+                for c, clock in clocks.items():
+                    cm = unchecked_reads() if name == "plain" else contextlib.nullcontext()
+                    with cm:
+                        ds = StoreBlocks(path if name == "checked" else plain, None,
+                                         batch_size=args.batch_size, shuffle=False,
+                                         buffer_chunks=args.buffer_chunks)
+                        dt, n = time_epoch(ds, args.workers, args.batch_size, 0, clock)
+                    rates[name, c].append(n / dt)
+        print(f"integrity checks: sequential epochs, with and without alternated, {args.rounds} "
+              "each:")
+        # The best epoch is the one least disturbed by other work on the machine.
+        for c in clocks:
+            for stat, fn in (("median", np.median), ("best", np.max)):
+                checked, unchecked = (fn(rates[name, c]) for name in ("checked", "plain"))
+                print(f"  {c:4s} {stat:6s}: with {checked:,.0f} samples/s, without "
+                      f"{unchecked:,.0f} samples/s, ratio {checked / unchecked:.3f} "
+                      f"(cost {100 * (1 - checked / unchecked):.1f} %)")
+            for name in ("checked", "plain"):
+                print(f"    {name:7s}: " + ", ".join(f"{x:,.0f}" for x in rates[name, c]))
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} cores)")
 
 

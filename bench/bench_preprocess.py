@@ -68,21 +68,21 @@ def evict(data: Path) -> int:
 def compute_only(data: Path, cache: Path, cfg: PreprocessConfig, n_max: int) -> tuple[int, float]:
     """(samples, samples/s) of the pipeline's transform on in-memory train batches."""
     import torch
-    from accelerate import PartialState
 
+    from data.devices import ieee_fp32
     from preprocess.transforms import Transform
 
     index = layout.build_index(data, "train")
     n = min(n_max, len(index))
     x = np.stack([layout.load_sample(index.path(i)) for i in range(n)])
     psd = zstore.read_psd(zstore.open_store(cache / "train.zarr"))
-    device = pipeline.resolve_device(cfg.device, PartialState(cpu=not torch.cuda.is_available()))
+    device = pipeline.resolve_device(cfg.device)
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(pipeline.cpu_threads(1))  # as the pipeline does, 1 process
     transform = Transform.from_config(cfg.whiten, cfg.cqt, psd).to(device).eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), ieee_fp32():  # as the pipeline computes
             def one_pass():
                 for s in range(0, n, cfg.batch_size):
                     images, _ = transform(torch.from_numpy(x[s : s + cfg.batch_size]).to(device))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quality benchmark (issue 4): the default CPU config on the standard synthetic set
 # (20,000 train + 5,000 test, the generator's default hard SNR distribution uniform:1,11),
-# scored against truth.csv beside the matched-filter oracle. ~25 minutes on 2 cores.
+# scored against truth.csv beside the matched-filter oracle. Its result and wall time: the
+# README's "Quality" table.
 #   bash bench/bench_quality.sh [extra train key=value ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,7 +3,7 @@ to the compute-only ceiling, and the cost of time slides.
 
     python bench/bench_search.py [--duration 600] [--slides 10] [--variants 1:on,1:off,2:off]
                                  [--repeat 2] [--batch-size 64] [--work DIR] [--runs RUN]
-                                 [--waves]
+                                 [--models images,waves]
 
 - **Model**: the demo's (``configs/train/tiny.yaml``: timm ``test_efficientnet`` at the default
   preset's native 3 x 46 x 129 images) with random weights (the speed does not depend on them)
@@ -21,8 +21,8 @@ to the compute-only ceiling, and the cost of time slides.
     plots (gwpy and the file readers imported beforehand); *search, K slides*: the same with
     ``--slides K``; a slide costs (wall(K) - wall(0)) / K.
 
-- ``--waves`` adds a 1D model (``g2net_1d_small`` on whitened strain) when ``data.models1d``
-  (the 1D CNNs) is in this checkout, and says so when it is not.
+- ``--models``: ``images`` (the tiny CQT model; ``--runs`` replaces it) and ``waves``, the
+  1D CNN ``g2net_1d_small`` (data.models1d) on whitened strain, with random weights too.
 
 Prints one line per measurement and a table of medians.
 """
@@ -45,11 +45,12 @@ import torch
 from data.config import load_config
 from data.modelcard import card_from_store, write_fold
 from infer.config import SearchConfig
-from infer.predict import build_transform, load_fold, model_input
+from infer.predict import build_transform, fold_views, load_fold
 
 
 def make_run(root: Path, model_name: str = "test_efficientnet", input_kind: str = "images"):
     """A fold directory with random weights and a card from a small default-config store."""
+    import data.models1d  # noqa: F401  (registers the 1D CNNs with timm)
     from data import store as zstore
     from data.synth import generate
     from preprocess import pipeline
@@ -80,10 +81,10 @@ def compute_only(run: Path, n: int, batch_size: int, threads: int) -> float:
     x = torch.from_numpy(np.random.default_rng(0).normal(0, 1e-21, (batch_size, 3, 4096)))
     try:
         with torch.inference_mode():
-            fold.model(model_input(fold, **_outputs(transform, x, fold)))  # warm up
+            fold.model(fold_views(fold, _outputs(transform, x, fold), [()], 0.0)[0])  # warm
             start = time.perf_counter()
             for _ in range(0, n, batch_size):
-                fold.model(model_input(fold, **_outputs(transform, x, fold)))
+                fold.model(fold_views(fold, _outputs(transform, x, fold), [()], 0.0)[0])
             return n / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(before)
@@ -115,12 +116,14 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=600, help="s of strain")
     ap.add_argument("--slides", type=int, default=10)
     ap.add_argument("--variants", default="1:on,1:off,2:off",
-                    help="THREADS:on|off (torch threads per op : transform thread), comma-separated")
+                    help="THREADS:on|off (torch threads per op : transform thread), "
+                         "comma-separated")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--work", type=Path, help="keep data here (default: a temporary directory)")
     ap.add_argument("--runs", type=Path, help="a trained run instead of random weights")
-    ap.add_argument("--waves", action="store_true", help="also a 1D model (data.models1d)")
+    ap.add_argument("--models", default="images,waves",
+                    help="images (the tiny CQT model), waves (the 1D CNN g2net_1d_small)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_search_"))
@@ -132,14 +135,12 @@ def main() -> None:
     if not (strain / "synth_long.yaml").exists():
         generate(strain, args.duration, 1, injections_every=32, fmt="hdf5", progress=False,
                  overwrite=True)
-    runs = {"images (test_efficientnet)": args.runs or make_run(work)}
-    if args.waves:
-        try:
-            import data.models1d  # noqa: F401  (registers the 1D CNNs with timm)
-
-            runs["waves (g2net_1d_small)"] = make_run(work, "g2net_1d_small", "waves")
-        except ImportError:
-            print("waves: data.models1d is not in this checkout: no 1D model measured")
+    runs = {}
+    kinds = args.models.split(",")
+    if "images" in kinds:
+        runs["images (test_efficientnet)"] = args.runs or make_run(work)
+    if "waves" in kinds:
+        runs["waves (g2net_1d_small)"] = make_run(work, "g2net_1d_small", "waves")
     variants = args.variants.split(",")
     for module in ("gwpy.timeseries", "gwpy.io.gwf", "matplotlib.pyplot"):
         importlib.import_module(module)  # imported here, not inside the first timed search

@@ -29,10 +29,10 @@ from data.loader import StoreBlocks
 def main() -> None:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
+    from bench_loader import make_store  # this directory, run as a script
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
 
-    from bench_loader import make_store  # this directory, run as a script
     from train.cli import build_model, device_loader
     from train.config import AugmentConfig, ModelConfig
     from train.engine import Inputs, TrainState, train_one_epoch

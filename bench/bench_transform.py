@@ -38,23 +38,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.layout import N_TIME, SAMPLE_RATE  # noqa: E402
-from preprocess.config import CQTConfig, WhitenConfig  # noqa: E402
+from preprocess.config import CQTConfig, load_preset  # noqa: E402
 
-PRESETS = {
-    "seed": (
-        WhitenConfig(alpha=0.25, highpass=18.0, lowpass=None),
-        CQTConfig(fmin=18.0, fmax=1000.0, hop_length=16, bins_per_octave=40, filter_scale=0.25),
-    ),
-    "default": (
-        WhitenConfig(alpha=0.25, highpass=18.0, lowpass=None),
-        CQTConfig(fmin=20.0, fmax=1024.0, hop_length=32, bins_per_octave=8, filter_scale=1.0),
-    ),
-    # The public Nakama CQT baseline's settings (nnAudio's default bpo 12): image (3, 69, 129).
-    "baseline": (
-        WhitenConfig(alpha=0.25, highpass=18.0, lowpass=None),
-        CQTConfig(fmin=20.0, fmax=1024.0, hop_length=32, bins_per_octave=12, filter_scale=1.0),
-    ),
-}
+# configs/preprocess/*.yaml; "baseline": the default with the public Nakama CQT baseline's
+# settings (nnAudio's default bpo 12): image (3, 69, 129).
+PRESETS = {name: (cfg.whiten, cfg.cqt) for name, cfg in (
+    ("seed", load_preset("seed")),
+    ("default", load_preset("default")),
+    ("baseline", load_preset("default", ["cqt.bins_per_octave=12"])),
+)}
 N_TOTAL = 786_000  # G2Net train + test samples
 
 

@@ -8,7 +8,12 @@ parsed with YAML's rules and then checked against the dataclass annotation, so
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -184,6 +189,23 @@ def to_dict(cfg: Any) -> dict:
     return plain(cfg)
 
 
+def flat_dict(cfg: Any) -> dict[str, bool | int | float | str]:
+    """A config (or ``to_dict`` output) as one level of dotted keys and scalars, which is what
+    experiment trackers take (TensorBoard's hparams refuse lists and None): lists and None are
+    given as their YAML text (``"[0.3, 3.3]"``, ``"null"``)."""
+
+    def walk(d: dict, prefix: str) -> dict:
+        out: dict = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(walk(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v if isinstance(v, (bool, int, float, str)) else show_value(v)
+        return out
+
+    return walk(cfg if isinstance(cfg, dict) else to_dict(cfg), "")
+
+
 def from_dict(cls: type[T], values: dict) -> T:
     """Rebuild a config from ``to_dict`` output (e.g. read back from a store or checkpoint)."""
     return _build(cls, values)
@@ -225,3 +247,91 @@ def format_diff(diff: list[tuple[str, Any, Any]], a_name: str, b_name: str) -> s
         return str(v)
 
     return "; ".join(f"{k}: {a_name} {show(x)}, {b_name} {show(y)}" for k, x, y in diff)
+
+
+# ---------------------------------------------------------------------------------------------
+# --help: every key, its type, default and meaning
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """The meaning of each field of dataclass ``cls``, read from its source: the comment on the
+    field's line(s), else the comment lines right above it (joined into one line); "" if none.
+    """
+    source = textwrap.dedent(inspect.getsource(cls))
+    comments: dict[int, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    lines = source.splitlines()
+    out = {}
+    for node in ast.parse(source).body[0].body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        own = [comments[i] for i in range(node.lineno, node.end_lineno + 1) if i in comments]
+        above: list[str] = []
+        i = node.lineno - 1  # 1-based line above the field
+        while i >= 1 and lines[i - 1].strip().startswith("#"):
+            above.insert(0, comments[i])
+            i -= 1
+        out[node.target.id] = " ".join(own or above)
+    return out
+
+
+def config_fields(cls: type) -> list[tuple[str, Any, Any, str]]:
+    """``(dotted key, annotation, default, meaning)`` for every leaf key of config ``cls``,
+    nested sections flattened (``cqt.fmin``); meanings from :func:`field_comments`."""
+
+    def walk(tp: type, default: Any, prefix: str) -> list[tuple[str, Any, Any, str]]:
+        hints = typing.get_type_hints(tp)
+        meaning = field_comments(tp)
+        out = []
+        for f in dataclasses.fields(tp):
+            value = getattr(default, f.name)
+            if dataclasses.is_dataclass(hints[f.name]):
+                out += walk(hints[f.name], value, f"{prefix}{f.name}.")
+            else:
+                out.append((prefix + f.name, hints[f.name], value, meaning[f.name]))
+        return out
+
+    return walk(cls, cls(), "")
+
+
+def type_name(tp: Any) -> str:
+    """An annotation as a user types the value: ``float | null``, ``fft | grouped``,
+    ``[int, int]``, ``list of str``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is type(None):
+        return "null"
+    if origin in (typing.Union, types.UnionType) or origin is typing.Literal:
+        return " | ".join(str(a) if origin is typing.Literal else type_name(a) for a in args)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return "[" + ", ".join(type_name(a) for a in args) + "]"
+    if origin in (list, tuple):
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def show_value(value: Any) -> str:
+    """A value as YAML and the command line write it: ``null``, ``true``, ``[0.3, 3.3]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value if value else '""'
+    return str(value)
+
+
+def config_help(cls: type, width: int = 100) -> str:
+    """Every key of config ``cls`` as ``key.sub  (type, default X)  meaning``, wrapped to
+    ``width``: the epilog of a stage's ``--help`` (argparse.RawDescriptionHelpFormatter)."""
+    lines = ["config keys (YAML via --config, or key=value / section.key=value arguments):"]
+    for key, tp, default, meaning in config_fields(cls):
+        head = f"  {key}  ({type_name(tp)}, default {show_value(default)})"
+        lines += textwrap.wrap(meaning, width, initial_indent=head + "  ",
+                               subsequent_indent=" " * 6) if meaning else [head]
+    return "\n".join(lines)

@@ -106,22 +106,27 @@ def write_labels(path: str | Path, ids: list[str], targets) -> None:
             w.writerow([sid, t])
 
 
-def _list_files(split_dir: Path) -> set[str]:
-    """Ids of all ``.npy`` files under ``split_dir/?/?/?/``, one scandir per directory."""
+def _list_files(split_dir: Path) -> tuple[set[str], list[Path]]:
+    """Ids of all ``.npy`` files under ``split_dir/?/?/?/``, one scandir per directory, and
+    the files that sit in another directory than their id's ``{id[0]}/{id[1]}/{id[2]}``."""
     found: set[str] = set()
+    misplaced: list[Path] = []
     if not split_dir.is_dir():
-        return found
-    stack = [(split_dir, 0)]
+        return found, misplaced
+    stack: list[tuple[Path, tuple[str, ...]]] = [(split_dir, ())]  # (directory, its parts)
     while stack:
-        d, depth = stack.pop()
+        d, parts = stack.pop()
         with os.scandir(d) as it:
             for e in it:
-                if depth < 3:
+                if len(parts) < 3:
                     if e.is_dir(follow_symlinks=True):
-                        stack.append((Path(e.path), depth + 1))
+                        stack.append((Path(e.path), (*parts, e.name)))
                 elif e.name.endswith(".npy"):
-                    found.add(e.name[:-4])
-    return found
+                    sid = e.name[:-4]
+                    found.add(sid)
+                    if parts != tuple(sid[:3]):
+                        misplaced.append(Path(e.path))
+    return found, misplaced
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,12 @@ def build_index(root: str | Path, split: str, check_files: bool = True) -> Index
             )
         targets = targets.astype(np.int8)
     if check_files:
-        on_disk = _list_files(root / split)
+        on_disk, misplaced = _list_files(root / split)
+        if misplaced:
+            sid = misplaced[0].stem
+            more = f" (and {len(misplaced) - 1} more)" if len(misplaced) > 1 else ""
+            raise DataError(f"{misplaced[0]}: file in the wrong directory for its id; expected "
+                            f"{sample_path(root, split, sid)}{more}")
         listed = set(ids)
         missing = [i for i in ids if i not in on_disk]
         if missing:
@@ -179,8 +189,8 @@ def build_index(root: str | Path, split: str, check_files: bool = True) -> Index
 
 
 # The header np.save writes for a C-ordered little-endian (3, 4096) float64 array; files that
-# carry it are read with one read() and frombuffer, which is ~3x faster than np.load (whose
-# cost is mostly header parsing). Anything else goes through np.load and its checks.
+# carry it are read with one read() and frombuffer, much faster than np.load (whose cost
+# is mostly header parsing). Anything else goes through np.load and its checks.
 _FAST_HEADER_LEN = 128
 _EXPECTED_SHAPE = (len(DETECTORS), N_TIME)
 

@@ -1,8 +1,8 @@
 """Images from the Zarr store in blocks of whole chunks, for training and evaluation.
 
 Per-sample random reads of a chunked, compressed array decode a whole chunk to return one
-sample: 20-40x slower than reading chunks (bench/bench_loader.py, lz4, one core: ~25-35k
-samples/s block-shuffled vs ~1.2k/s random). So the unit of reading is the chunk, and
+sample: tens of times slower than reading whole chunks (the README's speed table, "loader",
+from bench/bench_loader.py). So the unit of reading is the chunk, and
 shuffling is two-level:
 
 * training (``shuffle=True``): each epoch the chunks holding selected samples are permuted
@@ -22,8 +22,9 @@ The order of a rank's samples is a pure function of (indices, seed, epoch, rank,
 buffer_chunks, batch_size): not of the number of loader workers, nor of how many batches
 were skipped (``start_batch``, for exact mid-epoch resume without reading the skipped data).
 
-The dataset yields *blocks*, ``(images, targets, index)`` with images ``(n, 3, n_bins,
-n_frames)`` float16, targets ``(n,)`` float32 and index ``(n,)`` int64 (the sample's row in
+The dataset yields *blocks*, ``(*arrays, targets, index)``, by default ``(images, targets,
+index)`` with images ``(n, 3, n_bins, n_frames)`` float16 (or whitened ``waves`` ``(n, 3,
+4096)`` float16, or both), targets ``(n,)`` float32 and index ``(n,)`` int64 (the sample's row in
 the store, -1 for padding); a ``DataLoader(dataset, batch_size=None)`` delivers them in plan
 order for any number of workers (block ``b`` is read by worker ``b % num_workers``, which is
 the order in which the DataLoader collects results, with its default ``in_order=True``), and
@@ -37,6 +38,11 @@ Memory: a block holds ``buffer_chunks * chunk_size`` images (8 x 64 native 3 x 4
 float16 images: 18 MB; 4 x 64 of the seed's 3 x 232 x 257: 92 MB), and about
 ``2 * num_workers + 2`` blocks are in flight (the DataLoader's prefetch, in shared memory;
 the pinned copy; the block being cut into batches).
+
+Reads go through :func:`data.store.open_store`, so a chunk file that is missing or fails its
+crc32c checksum stops the epoch with :class:`data.store.StoreDamaged` naming the array, chunk
+and samples (never zeros in its place); in a worker process, torch re-raises it in the main
+process with the same type and text.
 
 Workers open the store lazily (the Zarr array is never pickled into them) and work with
 ``fork`` (zarr resets its I/O thread after a fork) as well as ``spawn``. Normalisation and
@@ -152,10 +158,12 @@ def plan_epoch(
 
 
 class StoreBlocks(IterableDataset):
-    """Blocks ``(images, targets, index)`` of one rank's share of ``indices`` for one epoch.
+    """Blocks ``(*arrays, targets, index)`` of one rank's share of ``indices`` for one epoch.
 
     path: the store (``data.store`` format). indices: store rows to use; rows marked invalid
-    in the store are dropped. ``set_epoch(e)`` before iterating (accelerate's prepared
+    in the store are dropped. arrays: which per-sample arrays to read, in order (``images``
+    (n, 3, n_bins, n_frames), ``waves`` (n, 3, 4096); both float16); a missing one is a
+    StoreError naming it. ``set_epoch(e)`` before iterating (accelerate's prepared
     DataLoader calls it); ``start_batch`` skips that many batches of the epoch without
     reading them (set it for the first epoch after a mid-epoch resume, then back to 0).
     """
@@ -172,12 +180,18 @@ class StoreBlocks(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         batch_multiple: int = 1,
+        arrays: tuple[str, ...] = ("images",),
     ):
         g = zstore.open_store(path)
         self.path = str(path)
         self.n = int(g.attrs["n"])
         self.chunk_size = int(g.attrs["chunk_size"])
-        self.image_shape = tuple(g["images"].shape[1:])
+        missing = [a for a in arrays if a not in g]
+        if missing:
+            hint = " (preprocess with save_waves=true to store them)" if "waves" in missing else ""
+            raise zstore.StoreError(f"{path}: has no {', '.join(missing)} array{hint}")
+        self.arrays = tuple(arrays)
+        self.shapes = {a: tuple(g[a].shape[1:]) for a in self.arrays}
         self.targets = np.asarray(g["targets"][:], dtype=np.float32)
         valid = np.asarray(g["valid"][:], dtype=bool)
         rows = np.arange(self.n) if indices is None else np.unique(np.asarray(indices, np.int64))
@@ -195,7 +209,7 @@ class StoreBlocks(IterableDataset):
         self.batch_multiple = batch_multiple
         self.epoch = 0
         self.start_batch = 0
-        self._images = None
+        self._open = None  # {array name: zarr array}, opened lazily per process
         self._pid = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -211,37 +225,41 @@ class StoreBlocks(IterableDataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_images"] = state["_pid"] = None  # each process opens its own
+        state["_open"] = state["_pid"] = None  # each process opens its own
         return state
 
-    def _array(self):
-        if self._images is None or self._pid != os.getpid():
-            self._images = zstore.open_store(self.path)["images"]
+    def _array(self, name: str):
+        if self._open is None or self._pid != os.getpid():
+            g = zstore.open_store(self.path)
+            self._open = {a: g[a] for a in self.arrays}
             self._pid = os.getpid()
-        return self._images
+        return self._open[name]
 
-    def read_block(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rows (store indices, PAD_INDEX for padding) -> (images, targets, index) tensors."""
-        images = self._array()
+    def read_block(self, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Rows (store indices, PAD_INDEX for padding) -> (*arrays, targets, index) tensors."""
         cs = self.chunk_size
-        block = torch.zeros((rows.size, *self.image_shape), dtype=torch.float16)
-        if get_worker_info() is not None:
-            # Filled in shared memory, the block crosses to the main process without the copy
-            # that sending an ordinary tensor makes (torch moves its storage to shm first).
-            block.share_memory_()
-        out = block.numpy()
         real = rows >= 0
         chunk_of = np.where(real, rows // cs, -1)
-        for c in np.unique(chunk_of[real]):
-            pos = np.flatnonzero(chunk_of == c)
-            lo = int(c) * cs
-            data = images[lo:min(lo + cs, self.n)]  # one whole chunk: one decode
-            out[pos] = data[rows[pos] - lo]
+        blocks = []
+        for name in self.arrays:
+            block = torch.zeros((rows.size, *self.shapes[name]), dtype=torch.float16)
+            if get_worker_info() is not None:
+                # Filled in shared memory, the block crosses to the main process without the
+                # copy that sending an ordinary tensor makes (torch moves its storage to shm).
+                block.share_memory_()
+            out = block.numpy()
+            array = self._array(name)
+            for c in np.unique(chunk_of[real]):
+                pos = np.flatnonzero(chunk_of == c)
+                lo = int(c) * cs
+                data = array[lo:min(lo + cs, self.n)]  # one whole chunk: one decode
+                out[pos] = data[rows[pos] - lo]
+            blocks.append(block)
         targets = np.where(real, self.targets[np.maximum(rows, 0)], 0).astype(np.float32)
         index = rows.astype(np.int64)
-        return block, torch.from_numpy(targets), torch.from_numpy(index)
+        return (*blocks, torch.from_numpy(targets), torch.from_numpy(index))
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for b, rows in enumerate(self.plan().blocks):

@@ -47,3 +47,9 @@ def roc_auc(target: np.ndarray, score: np.ndarray) -> float:
         )
     rank_sum = average_ranks(s)[pos].sum()
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def probability(logits: np.ndarray) -> np.ndarray:
+    """Sigmoid of float32 logits, computed in float64: a float32 sigmoid rounds every logit
+    above ~17 to 1.0, and ties among confident samples would cost AUC."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))

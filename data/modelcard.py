@@ -41,6 +41,7 @@ from data.config import ConfigError, from_dict, to_dict
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "best.safetensors"
+OOF_FILE = "oof.csv"  # id,target,pred: the fold's held-out predictions (pred a probability)
 CARD_SCHEMA = 1
 INPUT_KINDS = ("images", "waves")
 
@@ -79,6 +80,16 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# Whitened strain has unit variance in Gaussian noise by construction (preprocess.transforms
+# .Whiten), so models reading ``waves`` get it as it is: these are its recorded statistics.
+WAVES_STATS = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+
+
+def input_stats(g, input: str) -> dict:
+    """Per-channel ``{"mean", "std"}`` that normalise the ``input`` array of store ``g``."""
+    return dict(g.attrs["channel_stats"]) if input == "images" else dict(WAVES_STATS)
+
+
 def card_from_store(g, *, model_name: str, model_kwargs: dict, input: str = "images",
                     image_size: list[int] | None = None, fold: int = 0, best_epoch: int = 0,
                     best_auc: float = float("nan"), n_folds: int = 5,
@@ -95,7 +106,7 @@ def card_from_store(g, *, model_name: str, model_kwargs: dict, input: str = "ima
         model_kwargs=dict(model_kwargs),
         input=input,
         image_size=list(image_size) if image_size is not None else None,
-        channel_stats=dict(g.attrs["channel_stats"]),
+        channel_stats=input_stats(g, input),
         transform=dict(g.attrs["transform"]),
         preprocess_config=dict(g.attrs["config"]),
         psd=zstore.read_psd(g).tolist(),  # checked against the store's recorded hash
@@ -153,7 +164,8 @@ def read_card(path: str | Path) -> ModelCard:
     try:
         values = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CardError(f"{path}: not a readable model card ({e}); re-train or restore it") from None
+        raise CardError(f"{path}: not a readable model card ({e}); re-train or restore it"
+                        ) from None
     if not isinstance(values, dict):
         raise CardError(f"{path}: not a model card (a JSON object is expected)")
     schema = values.get("card_schema")
@@ -187,3 +199,28 @@ def verify_weights(card: ModelCard, weights: str | Path) -> None:
             f"weights_sha256 {card.weights_sha256[:12]}...: the file is damaged or was replaced; "
             "restore it or re-train the fold"
         )
+
+
+def write_oof(path: str | Path, ids, target, pred) -> None:
+    """``id,target,pred`` with hex ids (``ids`` as stored: uint64) and probabilities."""
+    import csv
+
+    from data.layout import int_to_id
+
+    with Path(path).open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "target", "pred"])
+        for sid, t, p in zip(int_to_id(ids), target, pred):
+            w.writerow([sid, int(t), f"{float(p):.7g}"])
+
+
+def read_oof(path: str | Path):
+    """(ids, target int array, pred float array) of an ``oof.csv``."""
+    import csv
+
+    import numpy as np
+
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return ([r["id"] for r in rows], np.array([int(r["target"]) for r in rows]),
+            np.array([float(r["pred"]) for r in rows]))

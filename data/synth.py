@@ -25,9 +25,9 @@ SNR (``--snr``)
     Signals are rescaled to a network optimal SNR drawn from the spec: ``uniform:LO,HI``,
     ``normal:MU,SIGMA,MIN`` (max(N(MU, SIGMA), MIN)) or ``fixed:X``. The default
     ``uniform:1,11`` is hard on purpose, like G2Net: 70% of signals are below SNR 8, and the
-    oracle's AUC on it is ≈0.88: 0.884 measured on 10,000 samples, 0.870-0.880 on three sets
-    of 1,000. (Oracle AUC at a fixed SNR, 600 + 600 samples: 0.50 at 1, 0.56 at 2, 0.69 at 3,
-    0.85 at 4, 0.96 at 5, 0.99 at 6, 1.00 at 7; a mixture's AUC is the average over its SNRs.)
+    oracle's AUC on it is ≈0.88 (the README gives it for the standard set). (Oracle AUC at a
+    fixed SNR, 600 + 600 samples: 0.50 at 1, 0.56 at 2, 0.69 at 3, 0.85 at 4, 0.96 at 5,
+    0.99 at 6, 1.00 at 7; a mixture's AUC is the average over its SNRs.)
     G2Net's best models reached 0.88 on the real data.
 
 Oracle (``truth.csv`` column ``oracle``)
@@ -66,6 +66,7 @@ import yaml
 from tqdm import tqdm
 
 from data import synth_physics as physics
+from data.cli import cli_errors
 from data.layout import DETECTORS, LABEL_FILES, SPLITS, sample_path, write_labels
 from data.metrics import roc_auc
 
@@ -398,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--overwrite", action="store_true", help="replace an existing data set")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    try:
+    # generate() reports every bad argument as a ValueError naming it: a user error (exit 2).
+    with cli_errors(ap.prog, user_errors=(ValueError,)):
         summary = generate(
             args.out,
             args.n_train,
@@ -409,8 +411,6 @@ def main(argv: list[str] | None = None) -> None:
             overwrite=args.overwrite,
             progress=not args.quiet,
         )
-    except ValueError as e:
-        ap.error(str(e))  # SystemExit(2) with the message on stderr
     print(
         f"{summary['n_train']} train + {summary['n_test']} test samples in {summary['out']} "
         f"({summary['samples_per_s']:.0f} samples/s, oracle AUC {summary['oracle_auc']:.4f})"

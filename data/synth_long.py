@@ -20,7 +20,8 @@ seconds (written one after another through lalframe's FrameU API, as gwpy's own
 the attributes gwpy writes (``x0`` = GPS start, ``dx`` = 1 / sample rate, ``xunit``, ``unit``,
 ``channel``, ``name``), grown segment by segment. Memory does not grow with the duration.
 lalframe gzips every float vector it writes (DIFF_GZIP, fixed in its FrameAdd functions): GWF
-files come out ~5 % smaller than raw and take ~5x longer to write than HDF5 (uncompressed).
+files come out a little smaller than raw and are much slower to write than HDF5 (uncompressed);
+the README ("Long strain") gives the figures.
 
 Noise (:class:`Noise`)
     The PSDs of :func:`data.synth_physics.noise_psd` (O3 curves with the low-frequency wall),
@@ -80,6 +81,7 @@ from tqdm import tqdm
 
 from data import synth
 from data import synth_physics as physics
+from data.cli import cli_errors
 from data.layout import DETECTORS, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -597,7 +599,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    try:
+    # generate() reports every bad argument as a ValueError naming it: a user error (exit 2).
+    with cli_errors(ap.prog, user_errors=(ValueError,)):
         summary = generate(
             args.out,
             args.duration,
@@ -612,8 +615,6 @@ def main(argv: list[str] | None = None) -> None:
             overwrite=args.overwrite,
             progress=not args.quiet,
         )
-    except ValueError as e:
-        ap.error(str(e))  # SystemExit(2) with the message on stderr
     print(
         f"{summary['duration']} s of H1, L1, V1 at {summary['sample_rate']} Hz with "
         f"{summary['n_injections']} injections in {summary['out']} "

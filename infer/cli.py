@@ -4,12 +4,16 @@
                     [--sample-submission DIR/sample_submission.csv] [--truth truth.csv]
                     [--config configs/infer/default.yaml] [key=value ...]
     python -m infer --runs runs/NAME --data DIR --split test --out submission.csv ...
-    accelerate launch -m infer ...           (several GPUs: each process predicts a share)
+    accelerate launch -m infer ...           (several GPUs: each process predicts a share;
+                                             one process per GPU, more is refused)
 
 Writes ``--out`` (``id,target``: every id of sample_submission.csv in its order, if one is given
 or found next to the data; else the input's order) and ``infer.yaml`` next to it (the resolved
 config, checkpoints and inputs). With ``--truth``: ``metrics.json``, ``roc.png`` and
 ``auc_vs_snr.png`` next to ``--out``, and the AUC table on stdout.
+
+Exit status (:mod:`data.cli`): 2 for inputs it cannot use (models, store, data, ids, config),
+1 for a failed read or write (``OSError``), with one line ``g2net-infer: error: ...``.
 """
 
 from __future__ import annotations
@@ -24,10 +28,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from data import layout
-from data.config import ConfigError, load_config, to_dict
-from data.modelcard import CardError
-from data.store import StoreError
+from data import devices, layout
+from data.cli import cli_errors
+from data.config import config_help, load_config, to_dict
 from infer.config import InferConfig
 from infer.predict import (
     InferError,
@@ -36,6 +39,7 @@ from infer.predict import (
     check_store,
     find_checkpoints,
     find_sample_submission,
+    fit_member_stack,
     load_fold,
     predict,
     raw_inputs,
@@ -46,6 +50,7 @@ from infer.predict import (
 
 log = logging.getLogger(__name__)
 
+PROG = "g2net-infer"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "infer.yaml"
 
@@ -53,7 +58,7 @@ CONFIG_FILE = "infer.yaml"
 def run(
     out: str | Path,
     cfg: InferConfig,
-    runs: str | Path | None = None,
+    runs: str | Path | list | None = None,
     store: str | Path | None = None,
     data: str | Path | None = None,
     split: str = "test",
@@ -61,32 +66,60 @@ def run(
     truth: str | Path | None = None,
     accelerator=None,
     progress: bool = True,
+    bank: str | Path | None = None,
 ) -> dict:
     """Predict, write the submission (main process only) and, with ``truth``, score and plot.
 
     Exactly one of ``store`` (a finished image store) and ``data`` (a Kaggle-layout root,
-    transformed on the fly with the models' recorded transform) is the input. Returns a summary:
-    ``submission``, ``n``, ``n_invalid``, ``folds``, ``views``, ``seconds``, ``samples_per_s``
-    and, with ``truth``, ``metrics``.
+    transformed on the fly with the models' recorded transform) is the input. ``runs``: one run
+    directory or several (an ensemble of runs: CQT and 1D models may be mixed), each ensembling
+    its folds. ``bank``: a matched-filter submission (:mod:`infer.matched_filter`) scored beside
+    the models with ``truth``. Returns a summary: ``submission``, ``n``, ``n_invalid``,
+    ``folds``, ``members``, ``views``, ``seconds``, ``samples_per_s``, ``stack`` (fitted
+    weights, if any) and, with ``truth``, ``metrics``.
     """
     from accelerate import Accelerator
 
     if (store is None) == (data is None):
         raise InferError("give exactly one input: --store CACHE/test.zarr or --data DIR")
     accelerator = accelerator or Accelerator()
+    if accelerator.device.type == "cuda":
+        # Accelerate's group on CUDA is NCCL, which cannot share a GPU between processes
+        # (preprocessing's gloo group can: run more I/O processes there).
+        devices.check_one_process_per_gpu(devices.local_world_size(),
+                                          devices.cuda_device_count())
     out = Path(out)
-    folds = [load_fold(d) for d in find_checkpoints(runs, cfg.checkpoints)]
+    run_list = [None] if runs is None else list(runs) if isinstance(runs, (list, tuple)) else [runs]
+    if len(run_list) > 1 and cfg.checkpoints:
+        raise InferError("give either several --runs or checkpoints=[...], not both")
+    folds = []
+    for m, r in enumerate(run_list):
+        for d in find_checkpoints(r, cfg.checkpoints):
+            fold = load_fold(d)
+            fold.member = m
+            folds.append(fold)
     check_folds(folds)
+    member_names = ([str(r) for r in run_list] if run_list != [None]
+                    else ["checkpoints"])
+    stack = None
+    if len(run_list) > 1 and cfg.members == "stack":
+        stack = fit_member_stack([Path(r) for r in run_list], folds)
+        log.info("stack weights %s, bias %.3f (fitted on %d out-of-fold samples)",
+                 np.round(stack.weights, 4).tolist(), stack.bias, stack.n_fit)
     share = dict(rank=accelerator.process_index, world_size=accelerator.num_processes)
     transform = None
+    kinds = tuple(sorted({f.card.input for f in folds}))
     if store is not None:
-        inputs = store_inputs(store, cfg.batch_size, **share)
+        inputs = store_inputs(store, cfg.batch_size, **share, arrays=kinds)
         check_store(folds, inputs.attrs, store)
         if sample_submission is None:
             sample_submission = find_sample_submission(inputs.attrs, None)
     else:
         inputs = raw_inputs(data, split, cfg.batch_size, **share)
-        transform = build_transform(folds[0])  # check_folds: every fold has this transform
+        # check_folds: every fold's input is made by this transform (an images fold's, if
+        # any: a waves-only card's CQT settings are not part of what its model depends on).
+        transform = build_transform(next((f for f in folds if f.card.input == "images"),
+                                         folds[0]))
         if sample_submission is None and split == "test":
             sample_submission = find_sample_submission(None, data)
     source = inputs.source
@@ -105,9 +138,16 @@ def run(
 
         truth_table = read_truth(truth)
         align_truth(truth_table, ids, str(truth))
+    bank_scores = None
+    if bank is not None:
+        if truth is None:
+            raise InferError("--bank is scored beside the models: give --truth too")
+        bank_ids, bank_values = layout.read_labels(bank)
+        bank_scores = bank_values[submission_order(bank_ids, ids, str(bank), "the predictions")]
 
     start = time.perf_counter()
-    pred = predict(folds, inputs, cfg, accelerator, transform=transform, progress=progress)
+    pred = predict(folds, inputs, cfg, accelerator, transform=transform, progress=progress,
+                   stack=stack)
     seconds = time.perf_counter() - start
     target = pred.target[order]
     summary = {
@@ -115,6 +155,9 @@ def run(
         "n": len(ids),
         "n_invalid": int((~pred.valid).sum()),
         "folds": pred.folds,
+        "members": member_names,
+        "stack": (None if stack is None else
+                  {"weights": stack.weights.tolist(), "bias": stack.bias, "n_fit": stack.n_fit}),
         "views": ["+".join(v) or "identity" for v in pred.views],
         "seconds": seconds,
         "samples_per_s": len(ids) / seconds if seconds > 0 else None,
@@ -131,20 +174,33 @@ def run(
             "num_processes": accelerator.num_processes,
         }, sort_keys=False))
         if truth_table is not None:
+            others = {}
+            if len(member_names) > 1:
+                others = {_short(name, member_names): pred.members[m][order]
+                          for m, name in enumerate(member_names)}
+            if bank_scores is not None:
+                others["bank"] = bank_scores
             summary["metrics"] = score_submission(ids, target, truth_table, str(truth), cfg,
-                                                  out.parent)
+                                                  out.parent, others)
     accelerator.wait_for_everyone()
     return summary
 
 
+def _short(name: str, names: list[str]) -> str:
+    """A run directory's last component, if that tells the members apart."""
+    last = [Path(n).name for n in names]
+    return Path(name).name if len(set(last)) == len(last) else name
+
+
 def score_submission(ids, target, table: dict, truth_name: str, cfg: InferConfig,
-                     out_dir: Path) -> dict:
-    """Score against a truth table (:func:`infer.score.read_truth`) and write
-    ``metrics.json``, ``roc.png`` and ``auc_vs_snr.png`` in ``out_dir``."""
+                     out_dir: Path, others: dict | None = None) -> dict:
+    """Score against a truth table (:func:`infer.score.read_truth`), with ``others`` (named
+    scores of the same ids: ensemble members, the matched-filter bank) beside the prediction,
+    and write ``metrics.json``, ``roc.png`` and ``auc_vs_snr.png`` in ``out_dir``."""
     from infer.plots import plots_for_scores
     from infer.score import score
 
-    result = score(ids, np.asarray(target), table, cfg.snr_bins, truth_name)
+    result = score(ids, np.asarray(target), table, cfg.snr_bins, truth_name, others)
     result["truth"] = truth_name
     result["plots"] = {k: str(v) for k, v in
                        plots_for_scores(ids, target, table, result, out_dir).items()}
@@ -152,12 +208,17 @@ def score_submission(ids, target, table: dict, truth_name: str, cfg: InferConfig
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point; returns None (``sys.exit(main())`` must mean success)."""
     ap = argparse.ArgumentParser(
-        prog="g2net-infer",
+        prog=PROG,
         description="Predict a G2Net test split with an ensemble of trained folds.",
+        epilog=config_help(InferConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--runs", type=Path, help="run directory (runs/NAME with fold*/) or one fold")
+    ap.add_argument("--runs", type=Path, nargs="+",
+                    help="run directory (runs/NAME with fold*/) or one fold; several: an "
+                         "ensemble of runs (members=mean|rank|stack)")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--store", type=Path, help="preprocessed image store, e.g. CACHE/test.zarr")
     src.add_argument("--data", type=Path, help="raw data set root (Kaggle layout)")
@@ -166,6 +227,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sample-submission", type=Path,
                     help="ids and order of the submission (default: found next to the data)")
     ap.add_argument("--truth", type=Path, help="CSV with id,target[,snr,oracle] to score against")
+    ap.add_argument("--bank", type=Path,
+                    help="matched-filter submission (python -m infer.matched_filter) to score "
+                         "beside the models (with --truth)")
     ap.add_argument("--config", type=Path, help="inference config YAML")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
@@ -175,15 +239,13 @@ def main(argv: list[str] | None = None) -> dict:
     from accelerate import Accelerator
 
     accelerator = Accelerator()
-    try:
+    with cli_errors(PROG, user_errors=(InferError,)):
         cfg = load_config(InferConfig, args.config, args.overrides)
         summary = run(
             args.out, cfg, runs=args.runs, store=args.store, data=args.data, split=args.split,
-            sample_submission=args.sample_submission, truth=args.truth,
+            sample_submission=args.sample_submission, truth=args.truth, bank=args.bank,
             accelerator=accelerator, progress=not args.quiet,
         )
-    except (InferError, StoreError, layout.DataError, ConfigError, CardError) as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
     accelerator.print(
         f"{summary['n']} predictions ({summary['n_invalid']} invalid -> 0.5) from "
         f"{len(summary['folds'])} checkpoint(s) x {len(summary['views'])} view(s) in "
@@ -197,7 +259,6 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.print(format_scores(m))
         accelerator.print(f"metrics and plots: {args.out.parent / METRICS_FILE}, "
                           + ", ".join(m["plots"].values()))
-    return summary
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TTA_VIEWS = ("swap", "shift")
+TTA_VIEWS = ("swap", "shift", "flip")
 
 
 @dataclass
@@ -19,13 +19,18 @@ class InferConfig:
     # Test-time augmentation: every combination of the listed views is predicted and the
     # probabilities averaged ([] = the image alone; ["swap", "shift"] = 4 views).
     #   "swap":  H1 and L1 exchanged (3rd place's TTA: the two LIGO detectors are alike)
-    #   "shift": the image rolled in time by ``tta_shift`` CQT frames (circularly)
-    # Both act on the normalised model input, as training's augment.swap_p / shift_p do.
+    #   "shift": the input rolled in time by ``tta_shift`` seconds (circularly)
+    #   "flip":  whitened strain negated (1D models on waves only; training's augment.flip_p)
+    # They act on the model input (normalised images or strain), as training's augment.swap_p /
+    # shift_p / flip_p do (the same data.views ops).
     tta: list[str] = field(default_factory=list)
-    # CQT frames of the native image (train's augment.max_shift unit; -8 = -0.125 s at hop 32);
-    # negative moves the merger (1.3-1.9 s into the sample) earlier, away from the edge.
-    tta_shift: int = -8
+    # Seconds (images: in CQT frames of the model's input width; waves: in samples); negative
+    # moves the merger (1.3-1.9 s into the sample) earlier, away from the edge.
+    tta_shift: float = -0.125
     ensemble: Literal["mean", "rank"] = "mean"  # folds: mean probability, or mean rank in (0, 1]
+    # Several runs (--runs A B ...): their mean probability, mean rank, or "stack": a logistic
+    # regression over the runs' logits fitted on their out-of-fold predictions (oof.csv).
+    members: Literal["mean", "rank", "stack"] = "mean"
     # Explicit checkpoints (``best.safetensors`` files or fold directories); empty = every
     # ``fold*/best.safetensors`` under ``--runs``.
     checkpoints: list[str] = field(default_factory=list)
@@ -103,19 +108,21 @@ class SearchConfig:
     # for alpha 0.25): the first window that sees the merger; "loudest": the loudest window's
     # start + trigger_offset, default 1.6 s (the middle of data.synth's merger prior).
     trigger_time: Literal["onset", "loudest"] = "onset"
-    trigger_offset: float | None = None
+    trigger_offset: float | None = None  # s; null: trigger_time's default
     # Background: slides k = 1..slides; slide_detectors[i] is shifted by (i + 1) * k * slide_step
     # (a multiple of the stride, longer than the 27 ms light travel time between the sites),
     # circularly within each ring of consecutive analysed windows of at most `ring` s.
     slides: int = 0
-    slide_step: float = 1.0
-    slide_detectors: list[str] = field(default_factory=lambda: ["L1", "V1"])
+    slide_step: float = 1.0  # s; slide k shifts slide_detectors[i] by (i + 1) k slide_step
+    slide_detectors: list[str] = field(default_factory=lambda: ["L1", "V1"])  # H1 stays
     ring: float = 1024.0  # s; a ring's images are held in memory for the slides
     match_window: float = 0.5  # s: an injection is found by a trigger within +-match_window
     # With --injections, a slid window any of whose detector rows comes from a window within
     # injection_veto s of an injection's merger is left out of the background (0: kept).
     injection_veto: float = 1.0
+    # FARs (N/unit: s, minute, hour, day, week, month, year) at which injections are found.
     far_thresholds: list[str] = field(default_factory=lambda: ["1/day", "1/month", "1/year"])
+    # Network-SNR bin edges of efficiency.png.
     snr_bins: list[float] = field(default_factory=lambda: [0.0, 8.0, 12.0, 16.0, 20.0, 30.0, 50.0])
     channels: dict = field(default_factory=dict)  # {"H1": "H1:GWOSC-16KHZ_R1_STRAIN", ...}
     # Explicit fold directories / best.safetensors; empty = every fold*/ under --runs.

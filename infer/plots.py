@@ -5,15 +5,15 @@
     python -m infer.plots roc    --submission S --truth T [--out F]
     python -m infer.plots snr    --submission S --truth T [--out F] [snr_bins=[0,4,...]]
 
-Every function writes one PNG (matplotlib's Agg backend, no display needed) and returns its path.
+(``g2net-plots`` is the same command.) Every function writes one PNG (matplotlib's Agg
+backend, no display needed) and returns its path; the command prints it. Exit status as
+every stage's (:mod:`data.cli`): 2 for inputs it cannot use, 1 for a failed read or write.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data import layout  # noqa: E402
+from data import history, layout  # noqa: E402
+from data.cli import cli_errors  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +42,12 @@ def _save(fig, out: str | Path) -> Path:
 # CQT preview
 
 
-def cqt_axes(transform: dict, n_bins: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bin centre frequencies (Hz) and frame times (s) of a CQT image made with ``transform``
-    (a store's ``transform`` attribute): f_k = fmin * 2^(k / bins_per_octave), t_j = j * hop / fs
-    (frames are centred: the signal is padded by half a kernel)."""
-    cqt = transform["cqt"]
-    freqs = cqt["fmin"] * 2.0 ** (np.arange(n_bins) / cqt["bins_per_octave"])
-    times = np.arange(n_frames) * cqt["hop_length"] / transform["sample_rate"]
-    return freqs, times
-
-
 def plot_cqt(
     strain: np.ndarray,
     image: np.ndarray,
     whitened: np.ndarray,
-    transform: dict,
+    freqs: np.ndarray,
+    times: np.ndarray,
     out: str | Path,
     title: str = "",
     merger_time: float | None = None,
@@ -63,12 +55,12 @@ def plot_cqt(
     """One sample: |CQT| per detector (log-frequency, one colour bar), raw and whitened strain.
 
     strain: (3, 4096) raw strain at 2048 Hz; image: (3, n_bins, n_frames) |CQT| of the whitened
-    strain; whitened: (3, 4096), unit variance; transform: the store's ``transform`` attribute;
+    strain; whitened: (3, 4096), unit variance; freqs (n_bins,) Hz and times (n_frames,) s: the
+    CQT's bin centres and frame centres (``CQT.frequencies``, ``CQT.frame_times``);
     merger_time: s from the sample start (e.g. from ``truth.csv``), drawn as a dashed line.
     """
     image = np.asarray(image, dtype=np.float32)
-    freqs, times = cqt_axes(transform, image.shape[1], image.shape[2])
-    t = np.arange(strain.shape[-1]) / transform["sample_rate"]
+    t = np.arange(strain.shape[-1]) / layout.SAMPLE_RATE
     fig, axes = plt.subplots(3, 3, figsize=(14, 8), layout="constrained",
                              gridspec_kw={"width_ratios": [1.4, 1, 1]}, sharex="col")
     vmax = float(image.max()) or 1.0
@@ -103,7 +95,7 @@ def _find_split(root: Path, sample_id: str) -> str:
     for split in layout.SPLITS:
         if layout.sample_path(root, split, sample_id).is_file():
             return split
-    raise FileNotFoundError(f"{root}: no train or test file for id {sample_id}")
+    raise layout.DataError(f"{root}: no train or test file for id {sample_id}")
 
 
 def preview_transform(cache: str | Path | None = None, run: str | Path | None = None):
@@ -149,51 +141,25 @@ def cqt_preview(
     root = Path(data)
     split = _find_split(root, sample_id)
     strain = layout.load_sample(layout.sample_path(root, split, sample_id))
-    transform, tdict = preview_transform(cache, run)
+    transform, _ = preview_transform(cache, run)
     with torch.inference_mode():
         images, waves = transform.eval()(torch.from_numpy(np.array(strain))[None])
     title = f"{split} sample {sample_id}" + (f": {note}" if note else "")
-    return plot_cqt(strain, images[0].float().numpy(), waves[0].float().numpy(), tdict, out, title,
-                    merger_time)
+    return plot_cqt(strain, images[0].float().numpy(), waves[0].float().numpy(),
+                    transform.cqt.frequencies, transform.cqt.frame_times(strain.shape[-1]), out,
+                    title, merger_time)
 
 
 # ---------------------------------------------------------------------------------------------
 # Training curves
 
 
-def read_history(path: str | Path) -> dict[str, np.ndarray]:
-    """``history.csv`` columns as float arrays (empty cells -> NaN)."""
-    with Path(path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path}: no epochs recorded")
-    return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows])
-            for k in rows[0]}
-
-
 def plot_curves(run: str | Path, out: str | Path | None = None) -> Path:
-    """Loss (train, val), validation AUC and learning rate per epoch from ``run/history.csv``."""
+    """Loss (train, val), validation AUC and learning rate per epoch from ``run/history.csv``
+    (the figure training draws, :func:`data.history.plot_curves`)."""
     run = Path(run)
-    h = read_history(run / "history.csv")
-    epoch = h["epoch"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
-    axes[0].plot(epoch, h["train_loss"], "o-", label="train")
-    axes[0].plot(epoch, h["val_loss"], "o-", label="validation")
-    axes[0].set_ylabel("BCE loss")
-    axes[0].legend()
-    axes[1].plot(epoch, h["val_auc"], "o-", color="tab:green")
-    best = int(np.nanargmax(h["val_auc"]))
-    axes[1].annotate(f"best {h['val_auc'][best]:.4f}", (epoch[best], h["val_auc"][best]),
-                     textcoords="offset points", xytext=(0, -14), ha="center")
-    axes[1].set_ylabel("validation AUC")
-    axes[2].plot(epoch, h["lr"], "o-", color="tab:red")
-    axes[2].set_ylabel("learning rate")
-    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.suptitle(str(run))
-    return _save(fig, out or run / "curves.png")
+    return history.plot_curves(history.read_history(run / history.HISTORY_FILE),
+                               out or run / "curves.png", title=str(run))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +197,7 @@ def plot_auc_vs_snr(result: dict, out: str | Path) -> Path:
     """AUC per SNR bin (model and oracle) from :func:`infer.score.score`'s result."""
     bins = result["snr_bins"]
     if not bins:
-        raise ValueError("no SNR bins to plot (the truth file has no snr column)")
+        raise layout.DataError("no SNR bins to plot (the truth file has no snr column)")
     labels = [f"{b['lo']:g}–{b['hi']:g}" if b["hi"] is not None else f"{b['lo']:g}+" for b in bins]
     x = np.arange(len(bins))
 
@@ -239,7 +205,12 @@ def plot_auc_vs_snr(result: dict, out: str | Path) -> Path:
         return np.array([b[key] if b[key] is not None else np.nan for b in bins], dtype=float)
 
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-    ax.plot(x, values("auc"), "o-", label=f"model (all: {_fmt(result['auc'])})")
+    ax.plot(x, values("auc"), "o-", lw=2.2, label=f"model (all: {_fmt(result['auc'])})")
+    for name, auc in result.get("others", {}).items():
+        ys = np.array([b["others"].get(name) if b.get("others", {}).get(name) is not None
+                       else np.nan for b in bins], dtype=float)
+        ax.plot(x, ys, "^:" if name == "bank" else ".-", lw=1.2,
+                label=f"{name} (all: {_fmt(auc)})")
     if result.get("oracle_auc") is not None:
         ax.plot(x, values("oracle_auc"), "s--", label=f"oracle (all: {_fmt(result['oracle_auc'])})")
     for xi, b in zip(x, bins):
@@ -334,8 +305,12 @@ def plot_efficiency(snr: np.ndarray, found: dict[str, np.ndarray], analysed: np.
 # CLI
 
 
-def main(argv: list[str] | None = None) -> Path:
-    ap = argparse.ArgumentParser(prog="python -m infer.plots", description=__doc__.split("\n")[0])
+PROG = "g2net-plots"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point: draws one picture and prints its path; returns None."""
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("cqt", help="CQT preview of one sample beside its raw and whitened strain")
     p.add_argument("--data", type=Path, required=True, help="data set root (Kaggle layout)")
@@ -356,7 +331,9 @@ def main(argv: list[str] | None = None) -> Path:
         p.add_argument("overrides", nargs="*", help="inference config key=value (snr_bins=...)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    from infer.predict import InferError
+
+    with cli_errors(PROG, user_errors=(InferError,)):
         if args.command == "cqt":
             path = cqt_preview(args.data, args.id, args.out or Path(f"cqt_{args.id}.png"),
                                cache=args.cache, run=args.run)
@@ -379,11 +356,8 @@ def main(argv: list[str] | None = None) -> Path:
                                 {"model": result["auc"], "oracle": result["oracle_auc"]})
             else:
                 path = plot_auc_vs_snr(result, args.out or out_dir / "auc_vs_snr.png")
-    except (ValueError, FileNotFoundError) as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
     print(path)
-    return path
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    main()

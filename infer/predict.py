@@ -26,9 +26,7 @@ would be an arbitrary guess. The ensemble ranks (``ensemble=rank``) cover valid 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -40,18 +38,19 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from data import layout
+from data import devices, layout, views
 from data import store as zstore
 from data.config import dict_diff, format_diff, from_dict
-from data.images import prepare_images
+from data.images import model_input
 from data.loader import StoreBlocks, batches, plan_epoch
-from data.metrics import average_ranks
+from data.metrics import average_ranks, probability
 from data.modelcard import (
     CARD_FILE,
-    INPUT_KINDS,
+    OOF_FILE,
     WEIGHTS_FILE,
     ModelCard,
     read_card,
+    read_oof,
     verify_weights,
 )
 from infer.config import InferConfig
@@ -81,6 +80,7 @@ class Fold:
     path: Path  # the fold directory
     card: ModelCard
     model: torch.nn.Module = field(repr=False)
+    member: int = 0  # which run of the ensemble (``--runs A B ...``) the fold belongs to
 
     @property
     def name(self) -> str:
@@ -141,6 +141,8 @@ def load_fold(fold_dir: str | Path) -> Fold:
     strictly; eval mode. CardError / MismatchError / InferError name the file and the cause."""
     import timm
     from safetensors.torch import load_file
+
+    import data.models1d  # noqa: F401  (registers the 1D CNNs with timm)
 
     fold_dir = Path(fold_dir)
     card = read_card(fold_dir / CARD_FILE)
@@ -230,30 +232,33 @@ class Inputs:
     valid: np.ndarray  # (N,) False for rows known to be invalid before reading (store)
     source: str
     attrs: dict | None = None  # the store's attributes (store input only)
-    raw: bool = False  # x is strain to transform (True) or stored images (False)
+    raw: bool = False  # x is strain to transform (True) or stored arrays (False)
+    arrays: tuple[str, ...] = ()  # the stored arrays each block holds, in order (store only)
 
 
 class _StoreRows(IterableDataset):
-    """A sequential :class:`data.loader.StoreBlocks` as (images, ok, index) blocks."""
+    """A sequential :class:`data.loader.StoreBlocks` as (*arrays, ok, index) blocks."""
 
     def __init__(self, blocks: StoreBlocks):
         self.blocks = blocks
 
     def __iter__(self):
-        for images, _, index in self.blocks:
-            yield images, torch.ones(index.shape, dtype=torch.bool), index
+        for *arrays, _, index in self.blocks:
+            yield *arrays, torch.ones(index.shape, dtype=torch.bool), index
 
 
-def store_inputs(path: str | Path, batch_size: int, rank: int = 0, world_size: int = 1) -> Inputs:
-    """A finished image store. Rows marked invalid are not read (the loader skips them)."""
+def store_inputs(path: str | Path, batch_size: int, rank: int = 0, world_size: int = 1,
+                 arrays: tuple[str, ...] = ("images",)) -> Inputs:
+    """A finished store; ``arrays`` the ones the models read (``images``, ``waves``). Rows
+    marked invalid are not read (the loader skips them)."""
     g = zstore.require_complete(path)
     valid = np.asarray(g["valid"][:], dtype=bool)
     if not valid.any():
         raise InferError(f"{path}: every sample is marked invalid")
     blocks = StoreBlocks(path, batch_size=batch_size, shuffle=False, rank=rank,
-                         world_size=world_size)
+                         world_size=world_size, arrays=arrays)
     return Inputs(dataset=_StoreRows(blocks), ids=layout.int_to_id(g["ids"][:]), valid=valid,
-                  source=str(path), attrs=g.attrs.asdict())
+                  source=str(path), attrs=g.attrs.asdict(), arrays=tuple(arrays))
 
 
 class RawStrain(IterableDataset):
@@ -312,7 +317,8 @@ def training_psd(fold: Fold) -> np.ndarray:
     got = zstore.psd_sha256(psd)
     if got != want:
         raise MismatchError(
-            f"{fold.path / CARD_FILE}: {format_diff([('psd_sha256', want, got)], 'transform', 'psd')}"
+            f"{fold.path / CARD_FILE}: "
+            f"{format_diff([('psd_sha256', want, got)], 'transform', 'psd')}"
             " (the card's PSD is not the one its transform names: the card is damaged)"
         )
     return psd
@@ -332,32 +338,6 @@ def build_transform(fold: Fold, psd: np.ndarray | None = None) -> torch.nn.Modul
     return Transform.from_config(cfg.whiten, cfg.cqt, training_psd(fold) if psd is None else psd)
 
 
-def model_input(fold: Fold, images: torch.Tensor | None = None,
-                waves: torch.Tensor | None = None) -> torch.Tensor:
-    """What ``fold``'s model reads, made as in training, from float16 transform outputs.
-
-    images: (B, 3, n_bins, n_frames) float16 |CQT| (the store's ``images``); waves: (B, 3, T)
-    float16 whitened strain (the store's ``waves``). A model card's ``input`` says which one
-    the model reads: "images" -> :func:`data.images.prepare_images` (normalised by the card's
-    channel statistics, resized to its ``image_size``): (B, 3, H, W) float32; "waves" -> the
-    strain normalised per channel by the card's statistics: (B, 3, T) float32.
-    """
-    card = fold.card
-    if card.input not in INPUT_KINDS:
-        raise InferError(f"{fold.path / CARD_FILE}: input {card.input!r} is not one of "
-                         f"{INPUT_KINDS}")
-    x = images if card.input == "images" else waves
-    if x is None:
-        raise InferError(f"{fold.name} reads {card.input}, which this input does not provide")
-    mean, std = card.channel_stats["mean"], card.channel_stats["std"]
-    if card.input == "images":
-        return prepare_images(x, mean, std, card.image_size)
-    x = x.float()
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1)
-    return (x - m) / s
-
-
 # ---------------------------------------------------------------------------------------------
 # Test-time augmentation and ensembling
 
@@ -367,15 +347,44 @@ def tta_views(tta: list[str]) -> list[tuple[str, ...]]:
     return [combo for r in range(len(tta) + 1) for combo in itertools.combinations(tta, r)]
 
 
-def apply_view(x: torch.Tensor, view: tuple[str, ...], shift_columns: int) -> torch.Tensor:
-    """One TTA view of model input (B, 3, H, W), i.e. after :func:`prepare_images`, where
-    training augments too: "swap" exchanges the H1 and L1 rows (channels 0 and 1), "shift"
-    rolls the time axis by ``shift_columns`` (circularly, as training's time shift does)."""
+def apply_view(x: torch.Tensor, view: tuple[str, ...], shift: int) -> torch.Tensor:
+    """One TTA view of model input, where training augments too: images (B, 3, H, W) after
+    :func:`data.images.model_input`, or whitened strain (B, 3, T). The ops are
+    :mod:`data.views`', which training's augmentations apply: "swap" exchanges the H1 and L1
+    rows, "shift" rolls the time axis by ``shift`` (circularly; columns of an image, samples
+    of strain), "flip" negates strain. An image's "flip" view is the image itself:
+    |CQT(-x)| = |CQT(x)|, so a mixed ensemble can ask for it."""
+    if "flip" in view and x.ndim == 3:
+        x = views.flip_sign(x)
     if "swap" in view:
-        x = x[:, [1, 0, 2]]
+        x = views.swap_detectors(x)
     if "shift" in view:
-        x = torch.roll(x, shifts=shift_columns, dims=-1)
+        x = views.roll_time(x, shift)
     return x
+
+
+def tta_shift_steps(card: ModelCard, native: int, width: int, seconds: float) -> int:
+    """``seconds`` of time shift in steps of a model input ``width`` steps wide made from a
+    stored array ``native`` steps wide: samples of strain, or columns of an image (CQT frames
+    of ``hop_length`` samples, times ``width / native`` when the model reads resized images,
+    as training's ``augment.max_shift`` is rescaled)."""
+    rate = card.transform["sample_rate"]
+    if card.input == "waves":
+        return round(seconds * rate)
+    hop = card.preprocess_config["cqt"]["hop_length"]
+    return round(seconds * rate / hop * width / native)
+
+
+def fold_views(fold: Fold, arrays: dict[str, torch.Tensor], views: list[tuple[str, ...]],
+               tta_shift: float) -> list[torch.Tensor]:
+    """The model input of ``fold`` from the batch's stored arrays (float16, as in the store),
+    one tensor per TTA view: what training fed the model, then each view."""
+    card = fold.card
+    stats = card.channel_stats
+    x = arrays[card.input]
+    base = model_input(x, card.input, stats["mean"], stats["std"], card.image_size)
+    shift = tta_shift_steps(card, x.shape[-1], base.shape[-1], tta_shift)
+    return [apply_view(base, view, shift) for view in views]
 
 
 def combine(probs: np.ndarray, ensemble: str) -> np.ndarray:
@@ -385,28 +394,108 @@ def combine(probs: np.ndarray, ensemble: str) -> np.ndarray:
     ``"rank"`` averages each fold's ranks scaled to (0, 1] (ties share their mean rank), which
     ignores folds' differing calibration and keeps only their orderings.
     """
-    per_fold = probs.mean(axis=1, dtype=np.float64)
-    if ensemble == "mean":
-        return per_fold.mean(axis=0)
-    if ensemble == "rank":
-        n = per_fold.shape[1]
-        return np.mean([average_ranks(p) / n for p in per_fold], axis=0)
-    raise ValueError(f"unknown ensemble {ensemble!r}; expected mean or rank")
+    return combine_members(probs.mean(axis=1, dtype=np.float64), ensemble)
 
 
-@contextlib.contextmanager
-def _ieee_fp32():
-    """IEEE float32 for the transform's convolutions and matmuls, as preprocessing computes
-    them (cuDNN defaults to TF32 on Ampere and later, coarser than the float16 images)."""
-    conv = torch.backends.cudnn.conv.fp32_precision
-    matmul = torch.backends.cuda.matmul.fp32_precision
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
-    torch.backends.cuda.matmul.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.conv.fp32_precision = conv
-        torch.backends.cuda.matmul.fp32_precision = matmul
+def combine_members(p: np.ndarray, how: str, stack: "Stack | None" = None) -> np.ndarray:
+    """(n_members, N) probabilities -> (N,): their mean, mean rank in (0, 1], or the fitted
+    logistic ``stack`` (:func:`fit_stack`) applied to their logits."""
+    if how == "mean":
+        return p.mean(axis=0)
+    if how == "rank":
+        n = p.shape[1]
+        return np.mean([average_ranks(q) / n for q in p], axis=0)
+    if how == "stack":
+        if stack is None:
+            raise ValueError("ensemble=stack needs weights fitted on out-of-fold predictions")
+        return stack.apply(p)
+    raise ValueError(f"unknown ensemble {how!r}; expected mean, rank or stack")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+@dataclass
+class Stack:
+    """A logistic regression over the members' logits: p = sigmoid(weights . logit(p_i) + bias),
+    fitted on out-of-fold predictions (``n_fit`` samples)."""
+
+    weights: np.ndarray  # (n_members,)
+    bias: float
+    n_fit: int
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        return probability(self.weights @ _logit(p) + self.bias)
+
+
+def fit_stack(p: np.ndarray, target: np.ndarray, l2: float = 1e-3) -> Stack:
+    """Fit :class:`Stack` to (n_members, M) out-of-fold probabilities and (M,) 0/1 targets by
+    minimising the mean logistic loss + ``l2`` * |weights|^2 (scipy's L-BFGS; the loss is convex,
+    the gradient exact). Members are the runs of an ensemble: a handful of weights, so a few
+    thousand out-of-fold samples fit them without overfitting."""
+    from scipy.optimize import minimize
+
+    z = _logit(p)  # (k, M)
+    y = np.asarray(target, dtype=np.float64)
+    k, m = z.shape
+
+    def loss(theta):
+        w, b = theta[:k], theta[k]
+        s = w @ z + b
+        # log(1 + e^s) - y s, computed stably; its gradient is (sigmoid(s) - y).
+        value = np.mean(np.logaddexp(0.0, s) - y * s) + l2 * w @ w
+        r = probability(s) - y
+        grad = np.concatenate([z @ r / m + 2 * l2 * w, [r.mean()]])
+        return value, grad
+
+    theta0 = np.concatenate([np.full(k, 1.0 / k), [0.0]])
+    res = minimize(loss, theta0, jac=True, method="L-BFGS-B")
+    return Stack(weights=res.x[:k], bias=float(res.x[k]), n_fit=m)
+
+
+def read_member_oof(run: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A run's out-of-fold predictions: ``RUN/oof.csv`` (every fold joined), else the
+    ``oof.csv`` of each fold directory found. (ids, target, probability)."""
+    joined = Path(run) / OOF_FILE
+    files = [joined] if joined.is_file() else sorted(Path(run).glob(f"fold*/{OOF_FILE}"))
+    if not files:
+        raise InferError(f"{run}: no oof.csv (ensemble=stack fits its weights on the runs' "
+                         "out-of-fold predictions, written by training)")
+    ids, target, pred = [], [], []
+    for f in files:
+        i, t, p = read_oof(f)
+        ids += i
+        target.append(t)
+        pred.append(p)
+    return ids, np.concatenate(target), np.concatenate(pred)
+
+
+def fit_member_stack(runs: list[Path], folds: list[Fold]) -> Stack:
+    """:func:`fit_stack` on the out-of-fold predictions that every run has, after checking that
+    the runs were trained on the same fold assignment (else an out-of-fold prediction of one
+    run may come from a model that trained on that sample in another)."""
+    assign = {(f.card.n_folds, f.card.fold_seed) for f in folds}
+    if len(assign) > 1:
+        raise MismatchError("ensemble=stack: the runs were trained on different fold "
+                            f"assignments (n_folds, fold_seed): {sorted(assign)}")
+    oofs = [read_member_oof(r) for r in runs]
+    common = set(oofs[0][0]).intersection(*(set(o[0]) for o in oofs[1:]))
+    if len(common) < 100:
+        raise InferError(f"ensemble=stack: the runs share only {len(common)} out-of-fold "
+                         "samples; train the same folds of each run")
+    order = sorted(common)
+    p, target = [], None
+    for ids, t, q in oofs:
+        pos = {sid: i for i, sid in enumerate(ids)}
+        rows = np.array([pos[sid] for sid in order])
+        p.append(q[rows])
+        if target is None:
+            target = t[rows]
+        elif not np.array_equal(target, t[rows]):
+            raise MismatchError("ensemble=stack: the runs' out-of-fold targets disagree")
+    return fit_stack(np.stack(p), target)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,6 +510,7 @@ class Prediction:
     target: np.ndarray  # (N,) float64: combined over the valid rows, INVALID_TARGET elsewhere
     views: list[tuple[str, ...]]
     folds: list[str]
+    members: np.ndarray  # (n_members, N): each run's folds combined (INVALID_TARGET: invalid)
 
 
 def predict(
@@ -430,8 +520,12 @@ def predict(
     accelerator,
     transform: torch.nn.Module | None = None,
     progress: bool = True,
+    stack: Stack | None = None,
 ) -> Prediction:
     """Predict every row of ``inputs`` with every fold and TTA view; complete on every process.
+
+    Folds of one run (``Fold.member``) are combined by ``cfg.ensemble``; several runs by
+    ``cfg.members`` (``stack``: the weights :func:`fit_member_stack` fitted).
 
     ``transform`` (whiten + CQT, :func:`build_transform`) is required for raw inputs and runs
     on the accelerator's device; its float32 images are rounded to float16 like the store's
@@ -456,29 +550,32 @@ def predict(
     seen = np.zeros(n, dtype=bool)
     bar = tqdm(total=int(valid.sum()), desc="infer", unit="sample", dynamic_ncols=True,
                disable=not (progress and accelerator.is_main_process))
+    kinds = sorted({f.card.input for f in folds})
     with torch.inference_mode():
         blocks = (send_to_device(block, accelerator.device) for block in loader)
-        for x, ok, index in batches(blocks, cfg.batch_size):
+        for *xs, ok, index in batches(blocks, cfg.batch_size):
             if transform is not None:
-                with _ieee_fp32():
-                    x = transform(x)[0].to(torch.float16)
-                ok = ok & torch.isfinite(x).flatten(1).all(dim=1)
+                with devices.ieee_fp32():  # as preprocessing computes it
+                    images, waves = transform(xs[0])
+                # Rounded to float16 as the store holds them, so both paths feed the models
+                # the same numbers; a value float16 cannot hold makes the sample invalid.
+                arrays = {"images": images.to(torch.float16), "waves": waves.to(torch.float16)}
+                for kind in kinds:
+                    ok = ok & torch.isfinite(arrays[kind]).flatten(1).all(dim=1)
+            else:
+                arrays = dict(zip(inputs.arrays, xs))
             logits = []
             for fold, model in zip(folds, models):
-                base = model_input(fold, images=x)
-                # Training's time shift is in CQT frames of the native image; so is tta_shift.
-                shift = round(cfg.tta_shift * base.shape[-1] / x.shape[-1])
                 logits.append(torch.stack([
-                    model(apply_view(base, view, shift)).float().view(-1) for view in views
+                    model(x).float().view(-1)
+                    for x in fold_views(fold, arrays, views, cfg.tta_shift)
                 ], dim=-1))
             logits = torch.stack(logits, dim=1)  # (B, n_folds, n_views)
             # bool tensors do not all-gather on every backend: send uint8.
             logits, ok, index = accelerator.gather((logits, ok.to(torch.uint8), index))
             keep = index >= 0
             rows = index[keep].cpu().numpy()
-            # Probabilities from float32 logits in float64: a float32 sigmoid rounds every
-            # logit above ~17 to 1.0, and ties among confident samples would cost AUC.
-            p = 1.0 / (1.0 + np.exp(-logits[keep].cpu().numpy().astype(np.float64)))
+            p = probability(logits[keep].cpu().numpy())
             probs[:, :, rows] = p.transpose(1, 2, 0)
             valid[rows] &= ok[keep].cpu().numpy().astype(bool)
             seen[rows] = True
@@ -488,15 +585,21 @@ def predict(
     if missing.any():
         raise RuntimeError(f"{int(missing.sum())} of {n} samples were not predicted")
     target = np.full(n, INVALID_TARGET, dtype=np.float64)
+    n_members = max(f.member for f in folds) + 1
+    members = np.full((n_members, n), INVALID_TARGET, dtype=np.float64)
     if valid.any():
-        target[valid] = combine(probs[:, :, valid], cfg.ensemble)
+        for m in range(n_members):
+            mine = [i for i, f in enumerate(folds) if f.member == m]
+            members[m, valid] = combine(probs[mine][:, :, valid], cfg.ensemble)
+        target[valid] = (members[0, valid] if n_members == 1
+                         else combine_members(members[:, valid], cfg.members, stack))
     if (~valid).any() and accelerator.is_main_process:
         bad = [inputs.ids[i] for i in np.flatnonzero(~valid)[:5]]
         log.warning("%d invalid sample(s) predicted %s (skipped as bad input): %s%s",
                     int((~valid).sum()), INVALID_TARGET, ", ".join(bad),
                     " ..." if (~valid).sum() > 5 else "")
     return Prediction(ids=list(inputs.ids), probs=probs, valid=valid, target=target,
-                      views=views, folds=[f.name for f in folds])
+                      views=views, folds=[f.name for f in folds], members=members)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,24 +71,29 @@ def snr_bin_edges(snr_bins: list[float]) -> list[tuple[float, float]]:
 
 def score(
     ids: list[str], pred: np.ndarray, truth: dict[str, np.ndarray], snr_bins: list[float],
-    truth_name: str = "truth",
+    truth_name: str = "truth", others: dict[str, np.ndarray] | None = None,
 ) -> dict:
-    """AUC of ``pred`` (N,) for ``ids``, overall and per SNR bin, each beside the oracle's.
+    """AUC of ``pred`` (N,) for ``ids``, overall and per SNR bin, each beside the oracle's and
+    beside each of ``others`` (named (N,) scores of the same ids, e.g. an ensemble's members
+    and the matched-filter bank).
 
     Returns a JSON-able dict: ``n``, ``n_pos``, ``n_neg``, ``auc``, ``oracle_auc`` (None
-    without an oracle column) and ``snr_bins``: ``[{lo, hi, n_pos, auc, oracle_auc}]``
-    (``hi`` None for the open last bin; empty without an snr column).
+    without an oracle column), ``others`` (``{name: auc}``) and ``snr_bins``:
+    ``[{lo, hi, n_pos, auc, oracle_auc, others: {name: auc}}]`` (``hi`` None for the open last
+    bin; empty without an snr column).
     """
     t = align_truth(truth, ids, truth_name)
     target = t["target"]
     pred = np.asarray(pred, dtype=np.float64)
     oracle = t.get("oracle")
+    others = {k: np.asarray(v, dtype=np.float64) for k, v in (others or {}).items()}
     result = {
         "n": int(target.size),
         "n_pos": int(target.sum()),
         "n_neg": int(target.size - target.sum()),
         "auc": _auc_or_none(target, pred),
         "oracle_auc": _auc_or_none(target, oracle) if oracle is not None else None,
+        "others": {k: _auc_or_none(target, v) for k, v in others.items()},
         "snr_bins": [],
     }
     if "snr" in t:
@@ -103,20 +108,29 @@ def score(
                 "auc": _auc_or_none(target[keep], pred[keep]) if signal.any() else None,
                 "oracle_auc": (_auc_or_none(target[keep], oracle[keep])
                                if signal.any() and oracle is not None else None),
+                "others": {k: _auc_or_none(target[keep], v[keep]) if signal.any() else None
+                           for k, v in others.items()},
             })
     return result
 
 
 def format_scores(result: dict) -> str:
-    """A small table: overall and per-bin AUC, model beside oracle."""
+    """A small table: overall and per-bin AUC, the model beside any others and the oracle."""
 
     def f(v):
         return "   -  " if v is None else f"{v:.4f}"
 
-    lines = [f"{'':>10} {'n_pos':>6} {'model':>7} {'oracle':>7}",
-             f"{'all':>10} {result['n_pos']:>6} {f(result['auc']):>7} {f(result['oracle_auc']):>7}"]
+    others = list(result.get("others", {}))
+    names = ["model", *others, "oracle"]
+    width = max(7, *(len(n) for n in names))
+    head = f"{'':>10} {'n_pos':>6} " + " ".join(f"{n:>{width}}" for n in names)
+
+    def row(label, n_pos, b):
+        values = [b["auc"], *(b.get("others", {}).get(k) for k in others), b["oracle_auc"]]
+        return f"{label:>10} {n_pos:>6} " + " ".join(f"{f(v):>{width}}" for v in values)
+
+    lines = [head, row("all", result["n_pos"], result)]
     for b in result["snr_bins"]:
         name = f"{b['lo']:g}-{b['hi']:g}" if b["hi"] is not None else f"{b['lo']:g}+"
-        lines.append(f"{'snr ' + name:>10} {b['n_pos']:>6} {f(b['auc']):>7} "
-                     f"{f(b['oracle_auc']):>7}")
+        lines.append(row("snr " + name, b["n_pos"], b))
     return "\n".join(lines)

@@ -123,20 +123,22 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from tqdm import tqdm
 
-from data.config import ConfigError, from_dict, load_config, save_config, to_dict
+from data import devices
+from data.cli import cli_errors
+from data.config import ConfigError, config_help, from_dict, load_config, save_config, to_dict
 from data.layout import DETECTORS
-from data.modelcard import CARD_FILE, INPUT_KINDS, CardError, read_card
+from data.metrics import probability
+from data.modelcard import CARD_FILE, INPUT_KINDS, read_card
 from infer.config import YEAR, SearchConfig, far_per_year
 from infer.predict import (
     Fold,
     InferError,
-    _ieee_fp32,
     build_transform,
     check_folds,
     combine,
     find_checkpoints,
+    fold_views,
     load_fold,
-    model_input,
 )
 from infer.strain import Strain, StrainError, parse_strain, read_strain
 from preprocess.config import PreprocessConfig
@@ -536,12 +538,11 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
                         yield r, s, e, outs, ok
 
     def probabilities(batch: dict) -> np.ndarray:
-        """(B,) ensemble probability of a batch of float16 images / waves."""
-        logits = torch.stack([model(model_input(fold, **batch)).float().view(-1)
+        """(B,) ensemble probability of a batch of float16 "images" / "waves": each model's
+        input made by infer.predict's own preparation (the identity view)."""
+        logits = torch.stack([model(fold_views(fold, batch, [()], 0.0)[0]).float().view(-1)
                               for fold, model in zip(folds, models)])  # (n_folds, B)
-        # float64 sigmoid: float32 rounds every logit above ~17 to 1.0 (ties).
-        p = 1.0 / (1.0 + np.exp(-logits.cpu().numpy().astype(np.float64)))
-        return combine(p[:, None, :], "mean")
+        return combine(probability(logits.cpu().numpy())[:, None, :], "mean")
 
     def score_slides(a: int, rows_of: dict, ok: torch.Tensor) -> None:
         """Slides 1..K of the ring starting at window a, from its rows ``rows_of``."""
@@ -569,7 +570,8 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
     # as the rows arrive; a ring's slides once all its rows are in.
     worker = _Worker(transform_batches) if cfg.transform_thread else contextlib.nullcontext(
         transform_batches())
-    with torch.inference_mode(), _ieee_fp32(), worker as batches:
+    # IEEE float32 for the transform as preprocessing computes it (no TF32 on a GPU).
+    with torch.inference_mode(), devices.ieee_fp32(), worker as batches:
         ring, a, rows_of, ok = -1, 0, {}, None
         for r, s, e, outs, ok_batch in batches:
             if r != ring:
@@ -1045,11 +1047,18 @@ def _split_overrides(strain: list[str], overrides: list[str]) -> tuple[list[str]
     return keep, extra + list(overrides)
 
 
-def main(argv: list[str] | None = None) -> dict:
+PROG = "g2net-search"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point; returns None (``sys.exit(main())`` must mean success)."""
     ap = argparse.ArgumentParser(
-        prog="g2net-search",
+        prog=PROG,
         description="Search long H1/L1/V1 strain with a trained fold ensemble: triggers, "
-                    "false-alarm rates from time slides, found injections.")
+                    "false-alarm rates from time slides, found injections.",
+        epilog=config_help(SearchConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--runs", type=Path, help="run directory (runs/NAME with fold*/) or one fold")
     ap.add_argument("--strain", nargs="+", required=True, metavar="IFO=PATH",
                     help="H1=PATH L1=PATH V1=PATH; PATH: a GWF/HDF5 file, several separated by "
@@ -1065,7 +1074,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--config", type=Path, help="search config YAML")
     ap.add_argument("--rescore", action="store_true", help="ignore cached window scores")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    ap.add_argument("overrides", nargs="*", help="config overrides key=value")
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value (listed below)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -1075,7 +1084,7 @@ def main(argv: list[str] | None = None) -> dict:
     for flag, key in (("stride", "stride"), ("slides", "slides"), ("psd", "psd.source")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
-    try:
+    with cli_errors(PROG, user_errors=(InferError, StrainError)):
         cfg = load_config(SearchConfig, args.config, overrides)
         for item in args.channel:
             ifo, sep, name = item.partition("=")
@@ -1085,10 +1094,7 @@ def main(argv: list[str] | None = None) -> dict:
             cfg.channels[ifo] = name
         summary = run(args.runs, strain, args.out, cfg, injections=args.injections,
                       rescore=args.rescore, accelerator=Accelerator(), progress=not args.quiet)
-    except (InferError, StrainError, ConfigError, CardError) as e:
-        ap.exit(2, f"{ap.prog}: error: {e}\n")
     print(format_summary(summary))
-    return summary
 
 
 def format_summary(s: dict) -> str:

@@ -7,7 +7,12 @@
 Writes ``CACHE/train.zarr``, ``CACHE/test.zarr`` and ``CACHE/preprocess.yaml``. Re-running the
 same command resumes an interrupted run and does nothing for a finished one. Without
 ``--config`` the defaults of ``preprocess.config.PreprocessConfig`` apply; ``key=value``
-overrides any setting (``cqt.hop_length=16``, ``store.codec=zstd``, ``device=cpu``).
+overrides any setting (``cqt.hop_length=16``, ``store.codec=zstd``, ``device=cpu``); ``--help``
+lists them all.
+
+Exit status (:mod:`data.cli`): 2 for input it cannot use (data, config, an existing store made
+another way), 1 when writing fails (a full disk: free space and re-run, it resumes), with one
+line ``g2net-preprocess: error: ...``.
 """
 
 from __future__ import annotations
@@ -17,17 +22,21 @@ import logging
 import os
 from pathlib import Path
 
-from data.config import ConfigError, load_config
-from data.layout import BadSample, DataError
-from data.store import StoreError
+from data.cli import RESUMES, RUNTIME_FAILURE, cli_errors
+from data.config import config_help, load_config
+from data.layout import BadSample
 from preprocess.config import PreprocessConfig
 from preprocess.pipeline import RankError, run
+
+PROG = "g2net-preprocess"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m preprocess",
+        prog=PROG,
         description="Whiten and constant-Q transform G2Net strain into a Zarr image cache.",
+        epilog=config_help(PreprocessConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", type=Path, required=True, help="Kaggle-layout data set root")
     p.add_argument("--out", type=Path, required=True, help="cache directory (CACHE)")
@@ -49,15 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     main_process = int(os.environ.get("RANK", "0")) == 0
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    hint = ("--on-bad skip records bad samples and goes on; re-running resumes after the "
+            "chunks already done")
+    with cli_errors(PROG, hints={BadSample: hint}, rerun=RESUMES):
         overrides = list(args.overrides) + ([f"on_bad={args.on_bad}"] if args.on_bad else [])
         cfg = load_config(PreprocessConfig, args.config, overrides)
-        run(args.data, args.out, cfg, splits=args.splits, overwrite=args.overwrite,
-            progress=not args.no_progress)
-    except BadSample as e:
-        raise SystemExit(f"error: {e} (--on-bad skip records bad samples and goes on; "
-                         "re-running resumes after the chunks already done)")
-    except (DataError, StoreError, ConfigError) as e:
-        raise SystemExit(f"error: {e}")
-    except RankError:
-        raise SystemExit(1)  # the main process prints the message
+        try:
+            run(args.data, args.out, cfg, splits=args.splits, overwrite=args.overwrite,
+                progress=not args.no_progress)
+        except RankError:
+            raise SystemExit(RUNTIME_FAILURE) from None  # the main process says why

@@ -18,11 +18,10 @@ Two identities are computed here, and only here:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from typing import Any
-
-from data.config import ConfigError, dict_diff, from_dict, to_dict
+from data.config import ConfigError, dict_diff, from_dict, load_config, to_dict
 from data.layout import N_TIME, SAMPLE_RATE
 
 
@@ -37,21 +36,22 @@ class WhitenConfig:
 
 @dataclass
 class CQTConfig:
-    fmin: float = 20.0  # Hz
+    fmin: float = 20.0  # Hz; centre frequency of the lowest bin
     fmax: float = 1024.0  # Hz; nnAudio ignores n_bins when fmax is set
     hop_length: int = 32  # samples at 2048 Hz between frames
-    bins_per_octave: int = 8
-    filter_scale: float = 1.0
-    window: str = "hann"
-    # All three give the same images (to float32 rounding); "fft" is the fastest on a CPU.
+    bins_per_octave: int = 8  # frequency bins per octave (nnAudio)
+    filter_scale: float = 1.0  # kernel length factor: < 1 shorter kernels, finer time
+    window: str = "hann"  # kernel window (a scipy.signal.get_window name)
+    # How the kernels are applied; all three give the same images (to float32 rounding),
+    # "fft" is the fastest on a CPU.
     impl: Literal["grouped", "fft", "nnaudio"] = "fft"
 
 
 @dataclass
 class StoreConfig:
     chunk_size: int = 64  # samples per Zarr chunk: the unit of work, resume and shuffling
-    codec: Literal["none", "lz4", "zstd"] = "lz4"
-    clevel: int = 5
+    codec: Literal["none", "lz4", "zstd"] = "lz4"  # compression (bit-shuffled Blosc)
+    clevel: int = 5  # compression level, 1-9
 
 
 @dataclass
@@ -61,10 +61,19 @@ class PreprocessConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     batch_size: int = 64  # samples per device batch
     device: str = "auto"  # "auto" = cuda when present, else cpu
-    read_threads: int = 4
-    write_threads: int = 2
-    on_bad: Literal["error", "skip"] = "error"
+    read_threads: int = 4  # threads reading .npy files
+    write_threads: int = 2  # threads compressing and writing chunks
+    on_bad: Literal["error", "skip"] = "error"  # a bad input file: stop, or record it and go on
     save_waves: bool = False  # also store the whitened time series (float16) for 1D models
+
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "preprocess"
+
+
+def load_preset(name: str, overrides: list[str] = ()) -> PreprocessConfig:
+    """``configs/preprocess/NAME.yaml`` (``default``, ``seed``) with ``key=value`` overrides:
+    what tests and benches use instead of copies of the presets' values."""
+    return load_config(PreprocessConfig, PRESETS_DIR / f"{name}.yaml", list(overrides))
 
 
 # Bumped whenever the code of preprocess/transforms.py changes a stored output for the same

@@ -11,7 +11,9 @@ The unit of work is one store chunk (``store.chunk_size`` samples). Per process:
 
 so reading, computing and compressing overlap while at most a few chunks are in memory.
 Under ``accelerate launch`` / ``torchrun`` every process takes chunks ``rank, rank + world,
-...``; the main process creates (or checks) the store first and finalizes it last. A device
+...``; the main process creates (or checks) the store first and finalizes it last. The processes
+talk over gloo (a few small messages), so more processes than GPUs may share them: each computes
+on ``cuda:(LOCAL_RANK % n_gpus)`` (:func:`data.devices.pick_device`). A device
 batch never spans two chunks (``batch_size`` above ``chunk_size`` acts as ``chunk_size``), so
 every chunk goes through the same computations whatever the number of processes or restarts:
 the arrays are byte-identical to a single uninterrupted run.
@@ -43,7 +45,7 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from data import layout
+from data import devices, layout
 from data import store as zstore
 from data.config import ConfigError, dict_diff, format_diff, save_config, to_dict
 from data.layout import BadSample, DataError
@@ -103,8 +105,11 @@ def run(
     data, out = Path(data), Path(out)
     splits = _check_splits(splits)
     _check_config(cfg)
-    state = PartialState(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
-    device = resolve_device(cfg.device, state)
+    device = resolve_device(cfg.device)
+    # The process group only carries the main process's few messages (the done flags, an
+    # error, barriers): gloo on the CPU whatever the device, so that several processes can
+    # share a GPU (NCCL refuses two ranks on one GPU).
+    state = PartialState(cpu=True)
     out.mkdir(parents=True, exist_ok=True)
     log.info("preprocess %s -> %s: splits %s, device %s, %d process(es)", data, out,
              ",".join(splits), device, state.num_processes)
@@ -121,19 +126,11 @@ def run(
     return summary
 
 
-def resolve_device(name: str, state: PartialState) -> torch.device:
-    """``auto`` -> this process's CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device: cuda requested but CUDA is not available")
-        # Under a multi-GPU launch PartialState has picked this process's GPU (cuda:LOCAL_RANK).
-        return state.device if state.device.type == "cuda" else torch.device("cuda")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: {name!r} is not a torch device (auto, cpu, cuda, cuda:1 ...)")
+def resolve_device(name: str) -> torch.device:
+    """The device this process computes on: ``auto`` -> ``cuda:(LOCAL_RANK % n_gpus)`` when
+    there is a GPU, else the CPU (:func:`data.devices.pick_device`); ConfigError for a device
+    this machine does not have."""
+    return devices.process_device(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +223,7 @@ def _chunk_len(chunk: int, n: int, cfg: PreprocessConfig) -> int:
 def _finalize(g, path: Path, split: str, out: Path) -> int:
     """Channel statistics, ``complete``, the bad list and its CSV; returns the invalid count."""
     zstore.finalize(g)
-    bad = g.attrs["bad"]
+    bad = zstore.bad_samples(g)
     csv_path = out / f"{split}_bad.csv"
     if bad:
         with csv_path.open("w", newline="") as f:
@@ -387,23 +384,18 @@ def cpu_threads(local_world_size: int = 1) -> int:
 
 @contextlib.contextmanager
 def _device_settings(device: torch.device, state: PartialState):
-    """Torch threads on the CPU, full-precision fp32 on CUDA; restored on exit."""
+    """Torch threads on the CPU; on CUDA, ``device`` as the current device (so that nothing
+    makes a context on cuda:0 in every process) and IEEE float32
+    (:func:`data.devices.ieee_fp32`: no TF32, so GPU images equal CPU ones); restored on exit."""
     threads = torch.get_num_threads()
-    conv = torch.backends.cudnn.conv.fp32_precision
-    matmul = torch.backends.cuda.matmul.fp32_precision
     try:
         if device.type == "cpu":
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
-            torch.set_num_threads(cpu_threads(local))
-        # cuDNN convolutions default to TF32 on Ampere and later: a 10-bit mantissa, coarser
-        # than the float16 we store. IEEE fp32 keeps GPU images equal to CPU ones.
-        torch.backends.cudnn.conv.fp32_precision = "ieee"
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-        yield
+            torch.set_num_threads(cpu_threads(devices.local_world_size(state.num_processes)))
+        current = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+        with current, devices.ieee_fp32():
+            yield
     finally:
         torch.set_num_threads(threads)
-        torch.backends.cudnn.conv.fp32_precision = conv
-        torch.backends.cuda.matmul.fp32_precision = matmul
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,8 +451,9 @@ def _train_psd(path: Path, cfg: PreprocessConfig) -> np.ndarray:
     g = zstore.open_store(path)
     diff = dict_diff(run_identity(g.attrs.get("config", {})), run_identity(cfg))
     if diff:
-        raise StoreError(f"{path} was made with another config ({format_diff(diff, 'store', 'now')}); the test "
-                         "split needs the train PSD of this config: re-run --splits train")
+        raise StoreError(f"{path} was made with another config "
+                         f"({format_diff(diff, 'store', 'now')}); the test split needs the "
+                         "train PSD of this config: re-run --splits train")
     return zstore.read_psd(g)
 
 
@@ -537,7 +530,8 @@ def _check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targ
     # "device: auto" may resolve differently on another machine; CPU and GPU round differently.
     diff += dict_diff({"device_type": stored.get("device_type")}, {"device_type": device.type})
     if diff:
-        raise StoreError(f"{path} was made with another config: {format_diff(diff, 'store', 'now')}; "
+        raise StoreError(f"{path} was made with another config: "
+                         f"{format_diff(diff, 'store', 'now')}; "
                          "use --overwrite to replace it, or another --out")
     old_ids, old_targets = np.asarray(g["ids"][:]), np.asarray(g["targets"][:])
     if not np.array_equal(old_ids, ids) or not np.array_equal(old_targets, targets):
@@ -554,7 +548,8 @@ def _check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targ
     run_diff = dict_diff({k: stored.get("config", {}).get(k) for k in RUNTIME_KEYS},
                      {k: getattr(cfg, k) for k in RUNTIME_KEYS})
     if run_diff:
-        log.info("%s: resuming with other run settings: %s", path.name, format_diff(run_diff, 'store', 'now'))
+        log.info("%s: resuming with other run settings: %s", path.name,
+                 format_diff(run_diff, "store", "now"))
 
 
 def _first_difference(a_ids, b_ids, a_targets, b_targets) -> str:

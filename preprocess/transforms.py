@@ -200,8 +200,8 @@ class Whiten(nn.Module):
     The arithmetic is float64: nothing here squares strain (which would underflow float32),
     but raw G2Net strain is dominated by noise below 15 Hz at ~100x the in-band amplitude,
     and a float32 FFT's rounding, spread over all bins, would cost two of float32's seven
-    digits in band. Float64 FFTs of (B, 3, 4096) are ~5% of the transform's time on CPU
-    (the output is float32). Devices without float64 (Apple MPS) are not supported.
+    digits in band. Float64 FFTs of (B, 3, 4096) are a small part of the transform's time
+    on CPU (the output is float32). Devices without float64 (Apple MPS) are not supported.
 
     psd: (3, n_freq) float64 one-sided PSD in 1/Hz on a grid from 0 to fs / 2; interpolated
     linearly (as an ASD, like gwpy) onto the rFFT grid of each input length.
@@ -430,6 +430,12 @@ class CQT(nn.Module):
     def output_shape(self, n_time: int) -> tuple[int, int]:
         """(n_bins, n_frames) for a signal of n_time samples."""
         return self.n_bins, self.n_frames(n_time)
+
+    def frame_times(self, n_time: int) -> np.ndarray:
+        """Centre time (s from the signal's start) of each frame: frame j is centred on sample
+        j * hop_length (the signal is padded by half a kernel). ``self.frequencies`` holds each
+        bin's centre frequency (Hz), as nnAudio computes it."""
+        return np.arange(self.n_frames(n_time)) * self.hop_length / self.sample_rate
 
     def _fft_length(self, n_time: int) -> int:
         """N: the padded length rounded up to a multiple of hop (zeros beyond are harmless)."""

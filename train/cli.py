@@ -9,25 +9,26 @@ augment.swap_p=0.5 ...``). Devices, processes and mixed precision come from the 
 (``accelerate launch --mixed_precision bf16 --multi_gpu --num_processes 4``), never from the
 config. Outputs go to ``OUT/NAME/fold{k}/`` (:mod:`train.rundir` lists them).
 
-``fold=all`` trains every fold in turn, each in a fresh subprocess so that no state leaks
-from one fold into the next:
+``fold=all`` trains every fold in turn, each in a fresh ``python -m train ... fold=k``
+subprocess (same environment) so that no state leaks from one fold into the next. It runs
+from a single process only: under a multi-process launch, train the folds one launch each,
+as timm's and ConvNeXt's scripts leave to the shell::
 
-* started as one process (``python -m train``, or ``accelerate launch`` with one process,
-  whose flags travel in ``ACCELERATE_*`` environment variables), each fold runs as
-  ``sys.executable -m train ... fold=k`` with the same environment;
-* started under a multi-process launch, local rank 0 of each machine re-launches each fold
-  with ``python -m accelerate.commands.launch --multi_gpu --num_processes WORLD_SIZE
-  --num_machines --machine_rank --main_process_ip MASTER_ADDR --main_process_port
-  MASTER_PORT+1+k [--mixed_precision ...] [--dynamo_backend ...] -m train ... fold=k`` (the
-  other ranks exit), so each fold gets the same processes; FSDP/DeepSpeed launch settings
-  are not carried over.
+    for k in 0 1 2 3 4; do accelerate launch --multi_gpu ... -m train ... fold=$k; done
 
-At the end the folds' ``oof.csv`` are joined into ``OUT/NAME/oof.csv`` and the out-of-fold
-AUC is logged. ``resume=auto`` resumes each fold (finished folds return at once).
+Whichever way the folds were trained, the fold that completes the set joins every fold's
+``oof.csv`` into ``OUT/NAME/oof.csv`` and logs the out-of-fold AUC. ``resume=auto`` resumes
+each fold (finished folds return at once).
 
 Bad input (missing, incomplete or foreign store, a fold outside ``n_folds``, an unknown or
-mistyped key, a model or image size that cannot run, a run directory that already holds
-checkpoints without ``resume=auto``) stops before any training with ``error: ...``.
+mistyped key, a model or image size that cannot run, a tracker that is not installed, a run
+directory that already holds checkpoints without ``resume=auto``) stops before any training
+with one line ``g2net-train: error: ...`` and exit status 2; a NaN loss or a failed write
+(``OSError``) ends with status 1 (:mod:`data.cli`).
+
+``log_with=[tensorboard]`` (or wandb, mlflow, ...: accelerate's trackers) also reports the
+flattened config and every epoch's ``history.csv`` row through accelerate's tracking API
+(``init_trackers``, ``log(step=epoch)``); local trackers write under ``fold{k}/logs/NAME/``.
 """
 
 from __future__ import annotations
@@ -44,9 +45,19 @@ import numpy as np
 import torch
 import yaml
 
-from data import modelcard
+from data import devices, modelcard
 from data import store as zstore
-from data.config import ConfigError, dict_diff, format_diff, load_config, save_config, to_dict
+from data.cli import cli_errors
+from data.config import (
+    ConfigError,
+    config_help,
+    dict_diff,
+    flat_dict,
+    format_diff,
+    load_config,
+    save_config,
+    to_dict,
+)
 from data.loader import StoreBlocks
 from data.metrics import roc_auc
 from preprocess.config import identity_drift
@@ -106,8 +117,17 @@ def model_kwargs(cfg: ModelConfig) -> dict:
             "drop_path_rate": cfg.drop_path_rate}
 
 
+def input_kind(model_name: str) -> str:
+    """``"waves"`` for the 1D CNNs of :mod:`data.models1d`, ``"images"`` for every other model."""
+    import data.models1d
+
+    return "waves" if model_name in data.models1d.WAVE_MODELS else "images"
+
+
 def build_model(cfg: ModelConfig) -> torch.nn.Module:
     import timm
+
+    import data.models1d  # noqa: F401  (registers the 1D CNNs with timm)
 
     kwargs = model_kwargs(cfg)
     try:
@@ -125,15 +145,18 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
         raise TrainError(f"model.name={cfg.name}: cannot create the model: {e}") from None
 
 
-def check_input_size(model: torch.nn.Module, name: str, shape: tuple[int, int]) -> None:
-    """One forward pass on zeros (CPU, eval mode): a size the model cannot take fails here."""
+def check_input_size(model: torch.nn.Module, name: str, shape: tuple[int, ...]) -> None:
+    """One forward pass on zeros (CPU, eval mode) of one sample of ``shape`` (an image's (H, W)
+    or the strain's (T,)): a size the model cannot take fails here."""
     model.eval()
     try:
         with torch.no_grad():
             out = model(torch.zeros(1, 3, *shape))
     except Exception as e:
+        what = ("images of size " + "x".join(map(str, shape)) if len(shape) == 2
+                else f"strain of {shape[0]} samples")
         raise TrainError(
-            f"model {name} cannot take images of size {shape[0]}x{shape[1]} "
+            f"model {name} cannot take {what} "
             f"(set image_size=[H,W] or choose another model): {type(e).__name__}: {e}"
         ) from None
     finally:
@@ -175,8 +198,16 @@ def train_fold(cfg: TrainConfig) -> dict:
     run = rundir.fold_dir(cfg.out, cfg.name, cfg.fold)
     g = open_training_store(cfg.store)
     train_rows, val_rows = fold_rows(g, cfg.n_folds, cfg.fold_seed, cfg.fold)
+    kind = input_kind(cfg.model.name)
+    if kind not in g:
+        raise TrainError(f"{cfg.store}: model {cfg.model.name} reads whitened strain, but the "
+                         "store has no waves array: preprocess with save_waves=true")
+    if kind == "waves" and cfg.image_size is not None:
+        raise TrainError(f"image_size: {cfg.model.name} reads whitened strain, not images; "
+                         "leave image_size unset")
     image_shape = tuple(g["images"].shape[1:])
-    size = tuple(cfg.image_size) if cfg.image_size is not None else image_shape[1:]
+    size = (tuple(cfg.image_size) if cfg.image_size is not None
+            else image_shape[1:] if kind == "images" else tuple(g["waves"].shape[2:]))
     if cfg.resume is None and rundir.checkpoint_dirs(run):
         raise TrainError(f"{run} already holds checkpoints: pass resume=auto to continue that "
                          "run, or choose another name/out")
@@ -189,10 +220,11 @@ def train_fold(cfg: TrainConfig) -> dict:
     check_input_size(net, cfg.model.name, size)
 
     launched = int(os.environ.get("WORLD_SIZE", "1"))
-    # accelerate 1.15 sets up CPU processes as a group only with cpu=True (ACCELERATE_USE_CPU):
-    # `accelerate launch --multi_gpu` on a machine without accelerators would otherwise start
-    # independent single-process runs writing the same directory.
-    cpu_group = launched > 1 and not torch.accelerator.is_available()
+    # accelerate sets up CPU processes as a group only with cpu=True (ACCELERATE_USE_CPU):
+    # `accelerate launch --multi_gpu` on a machine without accelerators (or with
+    # CUDA_VISIBLE_DEVICES="") would otherwise start independent single-process runs writing
+    # the same directory.
+    cpu_group = launched > 1 and not devices.accelerator_available()
     if cpu_group and int(os.environ.get("LOCAL_RANK", "0")) == 0:
         log.warning("%d processes and no accelerator: a CPU process group (gloo)", launched)
     accelerator = Accelerator(
@@ -203,7 +235,8 @@ def train_fold(cfg: TrainConfig) -> dict:
             num_steps=cfg.grad_accum, sync_with_dataloader=False),
         project_config=ProjectConfiguration(
             project_dir=str(run), automatic_checkpoint_naming=True,
-            total_limit=cfg.checkpoint_total_limit),
+            total_limit=cfg.checkpoint_total_limit, logging_dir=str(run / rundir.LOGS_DIR)),
+        log_with=cfg.log_with or None,  # check_trackers: each is installed
     )
     if accelerator.num_processes != launched:
         raise TrainError(f"the launcher started {launched} processes but accelerate joined "
@@ -215,10 +248,11 @@ def train_fold(cfg: TrainConfig) -> dict:
     rank, world = accelerator.process_index, accelerator.num_processes
     train_ds = StoreBlocks(cfg.store, train_rows, batch_size=cfg.batch_size, shuffle=True,
                            seed=cfg.seed, buffer_chunks=cfg.loader.shuffle_buffer_chunks,
-                           rank=rank, world_size=world, batch_multiple=cfg.grad_accum)
+                           rank=rank, world_size=world, batch_multiple=cfg.grad_accum,
+                           arrays=(kind,))
     val_ds = StoreBlocks(cfg.store, val_rows, batch_size=cfg.batch_size, shuffle=False,
                          buffer_chunks=cfg.loader.shuffle_buffer_chunks, rank=rank,
-                         world_size=world)
+                         world_size=world, arrays=(kind,))
     updates_per_epoch = train_ds.plan().n_batches // cfg.grad_accum
     if updates_per_epoch < 1:
         raise TrainError(
@@ -235,6 +269,10 @@ def train_fold(cfg: TrainConfig) -> dict:
                             "not the run it would have been", ", ".join(changed))
         run.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run / rundir.CONFIG_FILE)
+    if cfg.log_with:  # main process only (accelerate); one W&B run per fold, grouped by name
+        accelerator.init_trackers(cfg.name, config=flat_dict(cfg),
+                                  init_kwargs={"wandb": {"name": f"fold{cfg.fold}",
+                                                         "group": cfg.name}})
     accelerator.wait_for_everyone()
 
     if cfg.channels_last:
@@ -278,18 +316,18 @@ def train_fold(cfg: TrainConfig) -> dict:
             log.info("resumed from %s: epoch %d, batch %d, update %d", latest, state.epoch + 1,
                      state.batches_done, state.num_updates)
 
-    stats = g.attrs["channel_stats"]
+    stats = modelcard.input_stats(g, kind)
     inputs = Inputs(mean=tuple(stats["mean"]), std=tuple(stats["std"]),
                     image_size=tuple(cfg.image_size) if cfg.image_size else None,
-                    n_frames=image_shape[-1], channels_last=cfg.channels_last)
+                    n_frames=image_shape[-1], channels_last=cfg.channels_last, kind=kind)
     train_loader = device_loader(train_ds, accelerator, cfg.loader.num_workers)
     val_loader = device_loader(val_ds, accelerator, cfg.loader.num_workers)
     eval_model = ema.module if ema is not None else model
     ids = np.asarray(g["ids"][:])
     log.info(
-        "fold %d/%d: %d train, %d validation samples; %s at %s on %d process(es) (%s, %s); "
+        "fold %d/%d: %d train, %d validation samples; %s on %s %s on %d process(es) (%s, %s); "
         "%d updates per epoch; run %s", cfg.fold, cfg.n_folds, train_ds.indices.size,
-        val_ds.indices.size, cfg.model.name, "x".join(map(str, size)), world,
+        val_ds.indices.size, cfg.model.name, kind, "x".join(map(str, size)), world,
         accelerator.device, accelerator.mixed_precision, updates_per_epoch, run,
     )
 
@@ -315,6 +353,7 @@ def train_fold(cfg: TrainConfig) -> dict:
         row = {"epoch": state.epoch, "train_loss": train["train_loss"], "val_loss": val["loss"],
                "val_auc": val["auc"], "lr": train["lr"], "samples_per_s": train["samples_per_s"]}
         state.history.append(row)
+        accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=state.epoch)
         improved = val["auc"] > state.best_auc
         if improved:
             state.best_auc, state.best_epoch = val["auc"], state.epoch
@@ -342,7 +381,7 @@ def train_fold(cfg: TrainConfig) -> dict:
 # Keys that may change between a run and its resumption without changing what it computes;
 # a change to any other key (epochs too: it stretches the cosine schedule) is reported.
 _RESUMABLE = {"resume", "loader.num_workers", "checkpoint_every_steps", "checkpoint_total_limit",
-              "progress"}
+              "progress", "log_with"}
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
@@ -354,15 +393,17 @@ def model_card(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> modelca
     """The fold's model card (:mod:`data.modelcard`): the model and its training result from
     ``cfg``, the description of its inputs from the training store ``g``."""
     return modelcard.card_from_store(
-        g, model_name=cfg.model.name, model_kwargs=model_kwargs(cfg.model), input="images",
+        g, model_name=cfg.model.name, model_kwargs=model_kwargs(cfg.model),
+        input=input_kind(cfg.model.name),
         image_size=list(cfg.image_size) if cfg.image_size is not None else None,
         fold=cfg.fold, best_epoch=best_epoch, best_auc=best_auc, n_folds=cfg.n_folds,
         fold_seed=cfg.fold_seed)
 
 
 def write_history(run: Path, history: list[dict], cfg: TrainConfig) -> None:
-    rundir.write_history(run / rundir.HISTORY_FILE, history)
-    rundir.plot_curves(run / rundir.CURVES_FILE, history,
+    history_file = run / rundir.HISTORY_FILE
+    rundir.write_history(history_file, history)
+    rundir.plot_curves(rundir.read_history(history_file), run / rundir.CURVES_FILE,
                        title=f"{cfg.name} fold {cfg.fold}: {cfg.model.name}")
 
 
@@ -370,47 +411,33 @@ def write_history(run: Path, history: list[dict], cfg: TrainConfig) -> None:
 # All folds
 
 
-def fold_command(config: str | None, overrides: list[str], name: str, fold: int,
-                 env: dict) -> list[str]:
-    """The command that trains one fold with the same launch as this process (module doc)."""
-    args = ["-m", "train", *(["--config", config] if config else []), *overrides,
-            f"name={name}", f"fold={fold}"]
-    world = int(env.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return [sys.executable, *args]
-    nodes = world // int(env.get("LOCAL_WORLD_SIZE", world))
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-              "--num_processes", str(world), "--num_machines", str(nodes),
-              "--machine_rank", env.get("GROUP_RANK", "0"),
-              "--main_process_ip", env.get("MASTER_ADDR", "127.0.0.1"),
-              "--main_process_port", str(int(env.get("MASTER_PORT", "29500")) + 1 + fold)]
-    if env.get("ACCELERATE_MIXED_PRECISION"):
-        launch += ["--mixed_precision", env["ACCELERATE_MIXED_PRECISION"]]
-    if env.get("ACCELERATE_DYNAMO_BACKEND"):
-        launch += ["--dynamo_backend", env["ACCELERATE_DYNAMO_BACKEND"].lower()]
-    return [*launch, *args]
-
-
-_LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-                "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR",
-                "MASTER_PORT")
+def fold_command(config: str | None, overrides: list[str], name: str, fold: int) -> list[str]:
+    """The subprocess that trains one fold of ``fold=all``."""
+    return [sys.executable, "-m", "train", *(["--config", config] if config else []),
+            *overrides, f"name={name}", f"fold={fold}"]
 
 
 def run_all_folds(cfg: TrainConfig, config: str | None, overrides: list[str]) -> None:
-    env = dict(os.environ)
-    if int(env.get("LOCAL_RANK", "0")) != 0:
-        return  # local rank 0 re-launches every fold with all the processes
-    child_env = {k: v for k, v in env.items()
-                 if k not in _LAUNCH_VARS and not k.startswith("TORCHELASTIC_")}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TrainError(
+            "fold=all runs from a single process; under a multi-process launch train one fold "
+            "per launch (for k in 0..n_folds-1: accelerate launch ... fold=$k): the last one "
+            "joins the out-of-fold predictions"
+        )
     for k in range(cfg.n_folds):
-        cmd = fold_command(config, overrides, cfg.name, k, env)
+        cmd = fold_command(config, overrides, cfg.name, k)
         log.info("fold %d/%d: %s", k, cfg.n_folds, " ".join(cmd))
-        rc = subprocess.run(cmd, env=child_env).returncode
+        rc = subprocess.run(cmd).returncode
         if rc != 0:
             raise TrainError(f"fold {k} failed (exit status {rc}); later folds not started. "
                              "Fix it and re-run with resume=auto to continue")
-    if int(env.get("GROUP_RANK", "0")) == 0:
-        join_oof(Path(cfg.out) / cfg.name, cfg.n_folds)
+
+
+def join_oof_when_complete(run: Path, n_folds: int) -> float | None:
+    """Join the folds' ``oof.csv`` once every fold of the run has one; returns the OOF AUC."""
+    if all((run / f"fold{k}" / rundir.OOF_FILE).is_file() for k in range(n_folds)):
+        return join_oof(run, n_folds)
+    return None
 
 
 def join_oof(run: Path, n_folds: int) -> float:
@@ -422,6 +449,9 @@ def join_oof(run: Path, n_folds: int) -> float:
         target.append(t)
         pred.append(p)
     target, pred = np.concatenate(target), np.concatenate(pred)
+    if len(set(ids)) != len(ids):
+        raise TrainError(f"{run}: the folds' oof.csv share samples: they were trained with "
+                         "different n_folds or fold_seed; re-train them with one assignment")
     order = np.argsort(ids, kind="stable")
     rundir.write_oof(run / rundir.OOF_FILE, np.array([int(ids[i], 16) for i in order], np.uint64),
                      target[order], pred[order])
@@ -434,10 +464,32 @@ def join_oof(run: Path, n_folds: int) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+PROG = "g2net-train"
+
+
+def check_trackers(names: list[str]) -> None:
+    """ConfigError unless every name in ``log_with`` is a tracker accelerate knows and can
+    start here (its package installed): accelerate itself would drop a missing one silently."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+    from accelerate.utils import LoggerType
+
+    packages = {"comet_ml": "comet-ml"}
+    for name in names:
+        if name not in LOGGER_TYPE_TO_CLASS:  # built-in or registered (register_tracker_class)
+            raise ConfigError(f"log_with: unknown tracker {name!r} (known: "
+                              f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))})")
+        if name in LoggerType.list() and LoggerType(name) not in get_available_trackers():
+            package = packages.get(name, name)
+            raise ConfigError(f"log_with: tracker {name!r} needs the {package} package, which is "
+                              f"not installed (pip install {package})")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m train", description=__doc__.split("\n")[0],
-        epilog="Example: accelerate launch -m train --config configs/train/tiny.yaml fold=0",
+        prog=PROG, description=__doc__.split("\n")[0],
+        epilog="example: accelerate launch -m train --config configs/train/tiny.yaml fold=0\n\n"
+        + config_help(TrainConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--config", help="YAML preset, e.g. configs/train/efficientnet_b0.yaml")
     ap.add_argument("overrides", nargs="*", help="key=value (dotted for sections: model.name=...)")
@@ -449,11 +501,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    try:
+    with cli_errors(PROG, user_errors=(TrainError,), runtime_errors=(NonFiniteLoss,),
+                    rerun="re-run with resume=auto: it continues from the last checkpoint"):
         cfg = load_config(TrainConfig, args.config, args.overrides)
         if cfg.name is None:
             cfg.name = Path(args.config).stem if args.config else "default"
         check(cfg)
+        check_trackers(cfg.log_with)
         if cfg.fold == "all":
             run_all_folds(cfg, args.config, args.overrides)
         else:
@@ -461,5 +515,5 @@ def main(argv: list[str] | None = None) -> None:
             if not math.isinf(summary["best_auc"]):
                 log.info("fold %d: best val AUC %.4f at epoch %d (%s)", cfg.fold,
                          summary["best_auc"], summary["best_epoch"], summary["run"])
-    except (ConfigError, zstore.StoreError, TrainError, NonFiniteLoss) as e:
-        raise SystemExit(f"error: {e}") from None
+            if int(os.environ.get("RANK", "0")) == 0:
+                join_oof_when_complete(Path(cfg.out) / cfg.name, cfg.n_folds)

@@ -29,9 +29,17 @@ class AugmentConfig:
     erase_scale: tuple[float, float] = (0.001, 0.004)  # patch area / image area
     erase_ratio: tuple[float, float] = (0.3, 3.3)  # patch height / width, log-uniform
     erase_value: float = 0.0  # fill, in normalised units (0 = channel mean)
-    swap_p: float = 0.0  # probability of exchanging the H1 and L1 rows
-    shift_p: float = 0.0  # probability of a circular time shift
-    max_shift: int = 0  # largest shift, CQT frames either way
+    swap_p: float = 0.0  # probability of exchanging the H1 and L1 rows (images and waves)
+    shift_p: float = 0.0  # probability of a circular time shift (images and waves)
+    max_shift: int = 0  # images: largest shift, CQT frames either way
+    # Whitened strain (waves, 2048 Hz) only; train.augment.augment_waves says what each does.
+    max_shift_samples: int = 0  # waves: largest common shift, samples either way
+    flip_p: float = 0.0  # probability of negating a sample (all detectors together)
+    detector_shift_p: float = 0.0  # probability of shifting L1 and V1 relative to H1
+    # largest (H1-L1, V1-either) shift, samples: light travel 10.0 ms -> 20, 26.4 ms -> 54
+    detector_shift_max: tuple[int, int] = (20, 54)
+    mask_p: float = 0.0  # probability of zeroing one time span in every detector
+    mask_max: int = 0  # longest zeroed span, samples (>= 1 when mask_p > 0)
 
 
 @dataclass
@@ -47,13 +55,13 @@ class TrainConfig:
     out: str = "runs"  # runs land in OUT/NAME/fold{k}/
     model: ModelConfig = field(default_factory=ModelConfig)
     image_size: tuple[int, int] | None = None  # (H, W) to resize to; None = native CQT size
-    n_folds: int = 5
+    n_folds: int = 5  # stratified cross-validation folds
     fold: int | Literal["all"] = 0  # "all": every fold, one subprocess each, in turn
     fold_seed: int = 42  # seed of the stratified fold assignment
-    epochs: int = 10
+    epochs: int = 10  # passes over the fold's training samples
     batch_size: int = 64  # per process
     lr: float = 1e-3  # peak learning rate (AdamW)
-    weight_decay: float = 1e-2
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay
     warmup_epochs: float = 1.0  # linear warm-up from min_lr, in epochs (fractions allowed)
     min_lr: float = 1e-6  # cosine floor
     grad_accum: int = 1  # batches per optimizer step
@@ -62,13 +70,16 @@ class TrainConfig:
     ema_decay: float = 0.999  # per optimizer step
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
-    channels_last: bool = False
+    channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
     compile: bool = False  # torch.compile the model
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps; 0 = per epoch only
     checkpoint_total_limit: int | None = 2  # checkpoints kept per fold (oldest deleted); >= 2
     resume: Literal["auto"] | None = None  # "auto": continue from the newest checkpoint
     seed: int = 0  # model init, data order and augmentations
     progress: bool = True  # a tqdm bar per epoch on the main process (false for logs/CI)
+    # Experiment trackers, by accelerate's names (tensorboard, wandb, mlflow, ...), each of which
+    # must be installed; [] = none (history.csv is written either way).
+    log_with: list[str] = field(default_factory=list)
 
 
 def check(cfg: TrainConfig) -> None:
@@ -99,7 +110,7 @@ def check(cfg: TrainConfig) -> None:
     need(cfg.loader.num_workers >= 0, "loader.num_workers", "must be >= 0")
     need(cfg.loader.shuffle_buffer_chunks >= 1, "loader.shuffle_buffer_chunks", "must be >= 1")
     a = cfg.augment
-    for key in ("erase_p", "swap_p", "shift_p"):
+    for key in ("erase_p", "swap_p", "shift_p", "flip_p", "detector_shift_p", "mask_p"):
         p = getattr(a, key)
         need(0 <= p <= 1, f"augment.{key}", f"must be a probability, got {p}")
     need(a.erase_count >= 0, "augment.erase_count", "must be >= 0")
@@ -108,6 +119,14 @@ def check(cfg: TrainConfig) -> None:
     need(0 < a.erase_ratio[0] <= a.erase_ratio[1], "augment.erase_ratio",
          f"must be 0 < lo <= hi, got {list(a.erase_ratio)}")
     need(a.max_shift >= 0, "augment.max_shift", "must be >= 0")
+    need(a.max_shift_samples >= 0, "augment.max_shift_samples", "must be >= 0")
+    hl, v = a.detector_shift_max
+    need(0 <= hl <= 2 * v, "augment.detector_shift_max",
+         f"must be [H1-L1, V1] with 0 <= H1-L1 <= 2 * V1 (a V1 shift within V1 of both), got "
+         f"{list(a.detector_shift_max)}")
+    need(a.mask_max >= 0, "augment.mask_max", "must be >= 0")
+    need(a.mask_p == 0 or a.mask_max >= 1, "augment.mask_max",
+         f"must be at least 1 when augment.mask_p > 0, got {a.mask_max}")
     if cfg.name is not None:
         need(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."), "name",
              f"{cfg.name!r} is not a directory name")

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.images import prepare_images
+from data.images import model_input
 from data.loader import batches
-from data.metrics import roc_auc
-from train.augment import augment
+from data.metrics import probability, roc_auc
+from train.augment import augment, augment_waves
 from train.config import AugmentConfig
 
 
@@ -57,20 +57,23 @@ class TrainState:
 
 @dataclass(frozen=True)
 class Inputs:
-    """How stored images become model input: the store's channel statistics, the size."""
+    """How stored arrays become model input: the input kind, its channel statistics, the size."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: tuple[int, int] | None
-    n_frames: int  # native width, to express time shifts in frames
+    n_frames: int  # native width of images, to express time shifts in frames
     channels_last: bool = False
+    kind: str = "images"  # "images" (|CQT|) or "waves" (whitened strain)
 
-    def __call__(self, images: torch.Tensor, aug: AugmentConfig | None = None) -> torch.Tensor:
-        """(B, 3, n_bins, n_frames) float16 -> (B, 3, H, W) float32 (augmented if ``aug``)."""
-        x = prepare_images(images, self.mean, self.std, self.image_size)
+    def __call__(self, x: torch.Tensor, aug: AugmentConfig | None = None) -> torch.Tensor:
+        """images (B, 3, n_bins, n_frames) float16 -> (B, 3, H, W) float32, or waves
+        (B, 3, T) float16 -> (B, 3, T) float32; augmented if ``aug``."""
+        x = model_input(x, self.kind, self.mean, self.std, self.image_size)
         if aug is not None:
-            x = augment(x, aug, x.shape[-1] / self.n_frames)
-        if self.channels_last:
+            x = (augment(x, aug, x.shape[-1] / self.n_frames) if self.kind == "images"
+                 else augment_waves(x, aug))
+        if self.channels_last and self.kind == "images":
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -196,4 +199,4 @@ def evaluate(model: torch.nn.Module, loader, accelerator, *, inputs: Inputs,
     logits, target = logits.numpy()[order], target.numpy()[order]
     # AUC from the logits: the sigmoid of a confident float32 logit rounds to 1.0 and ties.
     return {"loss": loss, "auc": roc_auc(target, logits), "index": index[order],
-            "target": target, "pred": 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))}
+            "target": target, "pred": probability(logits)}

@@ -13,29 +13,33 @@
     oof.csv            id,target,pred of the held-out fold at the best epoch (pred = probability)
     history.csv        epoch,train_loss,val_loss,val_auc,lr,samples_per_s (epoch 1 = first pass)
     curves.png         loss, validation AUC and learning rate per epoch
+    logs/NAME/         the trackers' files with ``log_with`` (tensorboard: events.out.tfevents.*)
 
-``fold=all`` adds ``OUT/NAME/oof.csv`` (every fold's out-of-fold predictions) at the end.
+Once every fold has its ``oof.csv``, ``OUT/NAME/oof.csv`` joins them (every valid training
+sample's out-of-fold prediction once).
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from data import layout
+from data.history import (  # noqa: F401  (the run's contract)
+    HISTORY_FILE,
+    plot_curves,
+    read_history,
+    write_history,
+)
+from data.modelcard import OOF_FILE, read_oof, write_oof  # noqa: F401
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
-OOF_FILE = "oof.csv"
-HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auc", "lr", "samples_per_s")
+LOGS_DIR = "logs"
 
 _CHECKPOINT = re.compile(r"checkpoint_(\d+)")
 
@@ -71,54 +75,7 @@ def remove_incomplete_checkpoints(run: Path) -> list[Path]:
 
 
 def mark_complete(checkpoint: Path, summary: dict) -> None:
-    (Path(checkpoint) / COMPLETE).write_text(json.dumps(summary) + "\n")
-
-
-def write_oof(path: Path, ids: np.ndarray, target: np.ndarray, pred: np.ndarray) -> None:
-    """``id,target,pred`` with hex ids (``ids`` as stored: uint64)."""
-    with Path(path).open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "target", "pred"])
-        for sid, t, p in zip(layout.int_to_id(ids), target, pred):
-            w.writerow([sid, int(t), f"{float(p):.7g}"])
-
-
-def read_oof(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    with Path(path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return ([r["id"] for r in rows], np.array([int(r["target"]) for r in rows]),
-            np.array([float(r["pred"]) for r in rows]))
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    with Path(path).open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
-        w.writeheader()
-        for row in history:
-            w.writerow({k: row[k] for k in HISTORY_COLUMNS})
-
-
-def plot_curves(path: Path, history: list[dict], title: str = "") -> None:
-    """Loss (train and validation), validation AUC and learning rate against epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epoch = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
-    axes[0].plot(epoch, [h["train_loss"] for h in history], "o-", label="train")
-    axes[0].plot(epoch, [h["val_loss"] for h in history], "o-", label="validation")
-    axes[0].set_ylabel("BCE loss")
-    axes[0].legend()
-    axes[1].plot(epoch, [h["val_auc"] for h in history], "o-", color="tab:green")
-    axes[1].set_ylabel("validation AUC")
-    axes[2].plot(epoch, [h["lr"] for h in history], "o-", color="tab:red")
-    axes[2].set_ylabel("learning rate")
-    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    """Write ``COMPLETE`` atomically: its existence is the marker, so it never exists empty."""
+    tmp = Path(checkpoint) / (COMPLETE + ".tmp")
+    tmp.write_text(json.dumps(summary) + "\n")
+    os.replace(tmp, Path(checkpoint) / COMPLETE)

@@ -69,3 +69,46 @@ def test_round_trip(tmp_path):
     save_config(cfg, tmp_path / "out.yaml")
     assert load_config(Outer, tmp_path / "out.yaml") == cfg
     assert from_dict(Outer, to_dict(cfg)) == cfg
+
+
+@dataclass
+class Documented:
+    inner: Inner = field(default_factory=lambda: Inner(fmin=18.0))
+    lr: float = 1e-3  # peak learning rate
+    # A meaning above the field,
+    # over two lines.
+    tta: list[str] = field(default_factory=lambda: ["swap"])
+    fold: int | Literal["all"] = 0  # "all": every fold  # (a second # stays in the text)
+    clip: tuple[float, float] | None = (
+        0.3,
+        3.3,
+    )  # a field over several lines
+    bare: bool = True
+
+
+def test_config_help_reads_the_source():
+    from data.config import config_fields, config_help, flat_dict
+
+    fields = {key: (default, meaning) for key, _, default, meaning in config_fields(Documented)}
+    assert list(fields) == ["inner.fmin", "inner.hop_length", "inner.window", "lr", "tta", "fold",
+                            "clip", "bare"]
+    assert fields["inner.fmin"] == (18.0, "")  # the factory's default, not the class's
+    assert fields["lr"] == (1e-3, "peak learning rate")
+    assert fields["tta"] == (["swap"], "A meaning above the field, over two lines.")
+    assert fields["fold"][1] == '"all": every fold  # (a second # stays in the text)'
+    assert fields["clip"] == ((0.3, 3.3), "a field over several lines")
+    assert fields["bare"] == (True, "")
+    lines = config_help(Documented).splitlines()
+    assert "  lr  (float, default 0.001)  peak learning rate" in lines
+    assert "  fold  (int | all, default 0)  \"all\": every fold  # (a second # stays in the text)" \
+        in lines
+    assert "  clip  ([float, float] | null, default [0.3, 3.3])  a field over several lines" \
+        in lines
+    assert "  inner.window  (str, default hann)" in lines
+    assert "  bare  (bool, default true)" in lines
+    assert "  tta  (list of str, default [swap])  A meaning above the field, over two lines." \
+        in lines
+    assert flat_dict(Documented()) == {
+        "inner.fmin": 18.0, "inner.hop_length": 32, "inner.window": "hann", "lr": 1e-3,
+        "tta": "[swap]", "fold": 0, "clip": "[0.3, 3.3]", "bare": True}
+    assert flat_dict(Outer())["image_size"] == "null"

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from data.layout import (
-    BadSample, DataError, build_index, id_to_int, int_to_id, load_sample, sample_path,
+    BadSample,
+    DataError,
+    build_index,
+    id_to_int,
+    int_to_id,
+    load_sample,
+    sample_path,
     write_labels,
 )
 
@@ -38,6 +44,19 @@ def test_missing_file_is_named(tmp_path):
     sample_path(tmp_path, "train", IDS[2]).unlink()
     with pytest.raises(DataError, match=f"{IDS[2]}.npy: listed but missing"):
         build_index(tmp_path, "train")
+
+
+def test_misplaced_file_is_named_before_any_work(tmp_path):
+    """A file in another id's directory (e.g. copied by hand) is an index error naming both
+    paths, not a bad sample found mid-run."""
+    make_set(tmp_path)
+    right = sample_path(tmp_path, "train", IDS[1])  # train/0/a/1/0a1b2c3d4e.npy
+    wrong = tmp_path / "train" / "f" / "f" / "f" / right.name
+    wrong.parent.mkdir(parents=True, exist_ok=True)
+    right.rename(wrong)
+    with pytest.raises(DataError, match="wrong directory for its id") as e:
+        build_index(tmp_path, "train")
+    assert str(wrong) in str(e.value) and str(right) in str(e.value)
 
 
 def test_unlabelled_file_is_named(tmp_path):

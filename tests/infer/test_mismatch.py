@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 
 from data import store as zstore
+from data.modelcard import CARD_FILE, read_card, write_card
 from data.store import StoreError
 from infer.config import InferConfig
-from data.modelcard import CARD_FILE, read_card, write_card
 from infer.predict import InferError, MismatchError, load_fold, training_psd
 
 
@@ -191,7 +191,7 @@ def test_raw_path_psd_must_match_its_hash(write_fold, psd, tmp_path):
         training_psd(fold)
 
 
-def test_truncated_weights_stop_inference(make_store, make_run, tmp_path):
+def test_truncated_weights_stop_inference(make_store, make_run, tmp_path, capsys):
     from data.modelcard import CardError
     from infer.cli import main
 
@@ -204,7 +204,10 @@ def test_truncated_weights_stop_inference(make_store, make_run, tmp_path):
         from infer.cli import run
 
         run(out, InferConfig(), runs=runs, store=store, progress=False)
+    capsys.readouterr()
     with pytest.raises(SystemExit) as e:  # the command line: one line naming the file
         main(["--runs", str(runs), "--store", str(store), "--out", str(out), "--quiet"])
-    assert e.value.code != 0
+    assert e.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"g2net-infer: error: {weights}: SHA-256"), err
     assert not out.exists()

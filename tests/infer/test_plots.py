@@ -20,16 +20,21 @@ def assert_png(path, min_kb=8):
     assert pixels[..., :3].std() > 0.05, f"{path} looks blank"
 
 
-def test_plot_cqt(tmp_path, base_transform):
-    from infer.plots import cqt_axes, plot_cqt
+def test_plot_cqt(tmp_path):
+    """The axes come from the CQT module: bin centres f_k = fmin 2^(k / bins_per_octave) (the
+    constant-Q definition, written out here) and frames every hop_length samples."""
+    from infer.plots import plot_cqt
+    from preprocess.config import CQTConfig
+    from preprocess.transforms import CQT
 
-    transform, _ = base_transform()
+    cqt = CQT.from_config(CQTConfig())
+    freqs, times = cqt.frequencies, cqt.frame_times(4096)
+    np.testing.assert_allclose(freqs, 20.0 * 2.0 ** (np.arange(46) / 8), rtol=1e-6)
+    np.testing.assert_allclose(times, np.arange(129) * 32 / 2048)
     rng = np.random.default_rng(0)
     image = rng.gamma(2.0, 1.0, size=(3, 46, 129)).astype(np.float16)
-    freqs, times = cqt_axes(transform, 46, 129)
-    assert freqs[0] == 20.0 and freqs[8] == pytest.approx(40.0) and times[-1] == 2.0
     path = plot_cqt(rng.normal(0, 1e-20, (3, 4096)), image, rng.normal(0, 1, (3, 4096)),
-                    transform, tmp_path / "cqt.png", title="a sample")
+                    freqs, times, tmp_path / "cqt.png", title="a sample")
     assert_png(path)
 
 
@@ -42,14 +47,15 @@ def write_history(path, n=6):
                         1e-3 * (n - e) / n, 100])
 
 
-def test_curves_roc_snr_via_cli(tmp_path):
+def test_curves_roc_snr_via_cli(tmp_path, capsys):
     from infer.plots import main
 
     fold = tmp_path / "runs" / "r" / "fold0"
     fold.mkdir(parents=True)
     write_history(fold / "history.csv")
-    assert_png(main(["curves", "--run", str(fold)]))
-    assert (fold / "curves.png").is_file()
+    assert main(["curves", "--run", str(fold)]) is None  # sys.exit(main()) means success
+    assert capsys.readouterr().out == f"{fold / 'curves.png'}\n"
+    assert_png(fold / "curves.png")
 
     rng = np.random.default_rng(0)
     n = 300
@@ -64,12 +70,13 @@ def test_curves_roc_snr_via_cli(tmp_path):
     layout.write_labels(tmp_path / "submission.csv", ids, pred)
     args = ["--submission", str(tmp_path / "submission.csv"),
             "--truth", str(tmp_path / "truth.csv")]
-    assert_png(main(["roc", *args]))
-    assert_png(main(["snr", *args, "snr_bins=[0,5,10]"]))
-    assert (tmp_path / "roc.png").is_file() and (tmp_path / "auc_vs_snr.png").is_file()
+    main(["roc", *args])
+    main(["snr", *args, "snr_bins=[0,5,10]"])
+    assert_png(tmp_path / "roc.png")
+    assert_png(tmp_path / "auc_vs_snr.png")
 
 
-def test_cqt_preview_cli(tmp_path, make_run, psd):
+def test_cqt_preview_cli(tmp_path, make_run, psd, capsys):
     """The preview runs the transform recorded with a run (here: the fixture's stand-in PSD)."""
     from infer.plots import main
 
@@ -81,9 +88,13 @@ def test_cqt_preview_cli(tmp_path, make_run, psd):
     t = np.arange(4096) / 2048
     chirp = np.sin(2 * np.pi * (30 * t + 40 * t**2)) * (t > 1.0)  # 30 -> 190 Hz in the 2nd s
     np.save(path, rng.normal(0, 1, (3, 4096)) + 3 * chirp)
-    out = main(["cqt", "--data", str(tmp_path / "data"), "--id", sid, "--run", str(runs / "fold0"),
-                "--out", str(tmp_path / "preview.png")])
-    assert_png(out)
-    with pytest.raises(SystemExit):
+    main(["cqt", "--data", str(tmp_path / "data"), "--id", sid, "--run", str(runs / "fold0"),
+          "--out", str(tmp_path / "preview.png")])
+    assert_png(tmp_path / "preview.png")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         main(["cqt", "--data", str(tmp_path / "data"), "--id", "ffffffffff",
               "--run", str(runs / "fold0")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (
+        f"g2net-plots: error: {tmp_path / 'data'}: no train or test file for id ffffffffff\n")

@@ -2,6 +2,7 @@
 
 import csv
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -37,8 +38,10 @@ def test_submission_in_sample_submission_order(make_store, make_run, tmp_path):
     sample = tmp_path / "sample_submission.csv"
     layout.write_labels(sample, order, [0.5] * len(order))
     out = tmp_path / "sub" / "submission.csv"
-    main(["--runs", str(runs), "--store", str(store), "--out", str(out),
-          "--sample-submission", str(sample), "--quiet", "num_workers=2", "batch_size=6"])
+    # None: the console script's sys.exit(main()) must mean success.
+    assert main(["--runs", str(runs), "--store", str(store), "--out", str(out),
+                 "--sample-submission", str(sample), "--quiet", "num_workers=2",
+                 "batch_size=6"]) is None
     got_ids, target = read_submission(out)
     assert got_ids == order
     assert np.all((target > 0) & (target < 1))
@@ -53,7 +56,7 @@ def test_submission_in_sample_submission_order(make_store, make_run, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "extra"])
-def test_sample_submission_mismatch(make_store, make_run, tmp_path, case):
+def test_sample_submission_mismatch(make_store, make_run, tmp_path, case, capsys):
     store, ids, _ = make_store(n=12)
     runs = make_run(n_folds=1)
     sample_ids = ids[1:] if case == "missing" else ids + ["ffffffffff"]
@@ -62,9 +65,12 @@ def test_sample_submission_mismatch(make_store, make_run, tmp_path, case):
     with pytest.raises(InferError, match="not in"):
         run(tmp_path / "s.csv", InferConfig(), runs=runs, store=store,
             sample_submission=sample, progress=False)
-    with pytest.raises(SystemExit):  # the CLI turns it into a clean exit 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # the CLI turns it into one line and exit 2
         main(["--runs", str(runs), "--store", str(store), "--out", str(tmp_path / "s.csv"),
               "--sample-submission", str(sample), "--quiet"])
+    assert e.value.code == 2
+    assert re.fullmatch(r"g2net-infer: error: .* not in .*\n", capsys.readouterr().err)
 
 
 def test_invalid_samples_get_half_and_a_warning(make_store, make_run, tmp_path, caplog):
@@ -99,7 +105,8 @@ def test_fold_and_tta_averaging_by_hand(make_store, make_run, tmp_path, ensemble
 
     store, ids, images = make_store(n=24, invalid=(5,))
     runs = make_run(n_folds=3, channel_stats={"mean": [1.9, 2.0, 2.1], "std": [1.3, 1.4, 1.5]})
-    cfg = InferConfig(tta=["swap", "shift"], tta_shift=-8, ensemble=ensemble, batch_size=7)
+    # -0.125 s = -8 frames of hop 32 at 2048 Hz
+    cfg = InferConfig(tta=["swap", "shift"], tta_shift=-0.125, ensemble=ensemble, batch_size=7)
     folds = [load_fold(d) for d in find_checkpoints(runs)]
     pred = predict(folds, store_inputs(store, 5), cfg, Accelerator(cpu=True), progress=False)
 
@@ -153,21 +160,27 @@ def test_explicit_checkpoints_of_different_architectures(make_store, make_run, t
 
 def test_two_processes_equal_one(make_store, make_run, tmp_path):
     """``torchrun`` with 2 CPU processes (gloo): each predicts a share, gathered per batch;
-    37 samples in batches of 5 leave a remainder that must not be counted twice."""
+    37 samples in batches of 5 leave a remainder that must not be counted twice. Both runs on
+    the CPU (no GPU visible, ACCELERATE_USE_CPU), also where there is a GPU: TF32 would blur
+    the comparison."""
     import os
     import subprocess
     import sys
+
+    from data.devices import free_port
 
     store, ids, _ = make_store(n=37, invalid=(5,))
     runs = make_run(n_folds=2)
     args = ["-m", "infer", "--runs", str(runs), "--store", str(store), "--quiet",
             "batch_size=5", "tta=[swap]"]
     one, two = tmp_path / "one.csv", tmp_path / "two" / "submission.csv"
-    main([*args[2:], "--out", str(one)])
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "1",
+           "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, *args, "--out", str(one)], check=True, env=env,
+                   timeout=300, capture_output=True)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    *args, "--out", str(two)], check=True, env=env, timeout=300,
-                   capture_output=True)
+                    "--master_port", str(free_port()), *args, "--out", str(two)], check=True,
+                   env=env, timeout=300, capture_output=True)
     import yaml
 
     assert yaml.safe_load((two.parent / "infer.yaml").read_text())["num_processes"] == 2
@@ -187,3 +200,20 @@ def test_inputs_refused_before_predicting(make_store, make_run, tmp_path):
         run(out, InferConfig(), runs=make_run(n_folds=1), store=store, truth=truth,
             progress=False)
     assert not out.exists()
+
+
+def test_apply_view_on_waves_and_flip_of_an_image_is_the_image():
+    from infer.predict import apply_view
+
+    x = torch.randn(2, 3, 64)
+    assert torch.equal(apply_view(x, (), 5), x)
+    assert torch.equal(apply_view(x, ("flip",), 5), -x)
+    assert torch.equal(apply_view(x, ("swap", "shift"), 5),
+                       torch.roll(x[:, [1, 0, 2]], 5, dims=-1))
+    assert torch.equal(apply_view(x, ("swap", "shift", "flip"), -3),
+                       -torch.roll(x[:, [1, 0, 2]], -3, dims=-1))
+    assert tta_views(["swap", "flip"]) == [(), ("swap",), ("flip",), ("swap", "flip")]
+    assert InferConfig(tta=["flip"]).tta == ["flip"]
+    # |CQT(-x)| = |CQT(x)|: an image model's "flip" view is its input unchanged.
+    image = torch.randn(2, 3, 8, 16)
+    assert torch.equal(apply_view(image, ("flip",), 0), image)

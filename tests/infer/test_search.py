@@ -78,11 +78,13 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def search(trained, strain_dir, out, *extra, fmt="hdf5"):
-    from infer.search import main
+def search(trained, strain_dir, out, *extra, fmt="hdf5") -> dict:
+    """The command line, in this process; its summary.json."""
+    from infer.search import SUMMARY_FILE, main
 
-    return main(["--runs", str(trained), "--strain", *strain_args(strain_dir, fmt), "--out",
-                 str(out), "--quiet", *extra, *THREADS])
+    main(["--runs", str(trained), "--strain", *strain_args(strain_dir, fmt), "--out", str(out),
+          "--quiet", *extra, *THREADS])
+    return json.loads((Path(out) / SUMMARY_FILE).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +295,6 @@ def test_injections_found_and_outputs(main_run, strain):
         assert row["found_1_per_day"] == str(int(far <= 365.25))
         assert row["found_1_per_year"] == str(int(far <= 1.0))
     assert summary["injections"]["with_trigger"] == len(found)
-    assert summary == json.loads((out / "summary.json").read_text())
     assert summary["windows"]["analysed"] == summary["windows"]["grid"]  # no gap
     assert summary["livetime"]["zero_lag_s"] == summary["windows"]["analysed"] * 0.25
     for name in ("timeline.png", "efficiency.png"):
@@ -338,10 +339,12 @@ def _brute_force_image_rows(trained, data: np.ndarray, starts: list[int], psds) 
 
 
 def _model_probability(fold, images: torch.Tensor) -> np.ndarray:
-    from infer.predict import model_input
+    from data.images import model_input
 
+    stats = fold.card.channel_stats
     with torch.inference_mode():
-        logit = fold.model(model_input(fold, images=images)).float().view(-1)
+        x = model_input(images, "images", stats["mean"], stats["std"], fold.card.image_size)
+        logit = fold.model(x).float().view(-1)
     return 1 / (1 + np.exp(-logit.numpy().astype(np.float64)))
 
 

@@ -13,9 +13,9 @@ import hashlib
 import logging
 import os
 import re
+import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,9 +27,11 @@ import torch
 import zarr
 
 from data import layout
+from data import store as zstore
 from data.config import load_config, to_dict
+from data.devices import free_port
 from data.layout import BadSample, DataError
-from data.store import StoreError
+from data.store import SCHEMA_VERSION, StoreError
 from preprocess import pipeline
 from preprocess.config import TRANSFORM_VERSION, PreprocessConfig
 
@@ -52,7 +54,7 @@ def assert_identical(a: Path, b: Path) -> None:
         else:
             assert x[k].tobytes() == y[k].tobytes(), f"{k} differs"
     ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
-    for key in ("channel_stats", "bad", "transform", "complete"):
+    for key in ("channel_stats", "n_invalid", "transform", "complete"):
         assert ga.attrs[key] == gb.attrs[key], key
 
 
@@ -65,12 +67,6 @@ def chunk_files(store: Path, array: str) -> dict[str, int]:
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "preprocess", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120, **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,11 +99,12 @@ def test_end_to_end(dataset, reference_cache, make_config):
         np.testing.assert_allclose(stats["mean"], images.mean(axis=(0, 2, 3)), rtol=1e-9)
         np.testing.assert_allclose(stats["std"], images.std(axis=(0, 2, 3)), rtol=1e-6)
         attrs = g.attrs.asdict()
-        assert attrs["schema_version"] == 1 and attrs["split"] == split and attrs["complete"]
+        assert attrs["schema_version"] == SCHEMA_VERSION
+        assert attrs["split"] == split and attrs["complete"]
         assert attrs["config"] == to_dict(cfg)
         assert attrs["source"] == str(dataset.resolve())
         assert {"torch", "nnAudio", "zarr", "numpy", "g2net-spectrogram"} <= set(attrs["versions"])
-        assert attrs["bad"] == [] and attrs["n_invalid"] == 0
+        assert zstore.bad_samples(g) == [] and attrs["n_invalid"] == 0
         assert summary["splits"][split]["n"] == n and summary["splits"][split]["n_invalid"] == 0
 
     # The PSD: the first n_psd target-0 training samples, its hash in the transform attribute.
@@ -179,10 +176,16 @@ def test_sigkill_then_rerun_is_byte_identical(tmp_path, make_config, small_args)
             *small_args, *slow]
     proc = subprocess.Popen([sys.executable, "-m", "preprocess", *args], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done_dir = cache / "train.zarr" / "done" / "c"
+    store = cache / "train.zarr"
+
+    def n_done() -> int:  # every done chunk exists from the start: count the flags set
+        if not (store / "zarr.json").is_file():  # the store appears whole, renamed into place
+            return 0
+        return int(np.asarray(zarr.open_group(str(store), mode="r")["done"][:]).sum())
+
     deadline = time.monotonic() + 90
     try:
-        while not (done_dir.is_dir() and len(os.listdir(done_dir)) >= 2):
+        while n_done() < 2:
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, "no chunk was done in time"
             time.sleep(0.002)
@@ -192,7 +195,6 @@ def test_sigkill_then_rerun_is_byte_identical(tmp_path, make_config, small_args)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
-    store = cache / "train.zarr"
     done = np.asarray(zarr.open_group(str(store), mode="r")["done"][:])
     assert 0 < done.sum() < done.size, f"kill landed at {done.sum()} of {done.size} chunks"
     assert not zarr.open_group(str(store), mode="r").attrs["complete"]
@@ -212,20 +214,68 @@ def test_sigkill_then_rerun_is_byte_identical(tmp_path, make_config, small_args)
     assert_identical(store, ref / "train.zarr")
 
 
-def test_two_processes_equal_one(dataset, reference_cache, tmp_path, small_args):
-    # On a CPU-only machine --multi_gpu is what starts N processes (with gloo); --cpu
-    # --num_processes 2 silently runs one (accelerate issue 2741).
-    cache = tmp_path / "cache"
+def launch(n: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``accelerate launch --multi_gpu --num_processes n -m preprocess ARGS`` on a free port.
+
+    --multi_gpu is what starts n processes on any machine (preprocessing's group is gloo
+    whatever the device); --cpu --num_processes 2 silently runs one (accelerate issue 2741).
+    """
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--num_processes", str(n), "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "preprocess", "--data", str(dataset), "--out", str(cache), "--no-progress",
-           *small_args]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+           "-m", "preprocess", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def test_two_processes_equal_one(dataset, reference_cache, tmp_path, small_args):
+    """Two CPU processes (device=cpu, and no GPU visible even on a machine that has one):
+    byte-identical to the one-process reference."""
+    cache = tmp_path / "cache"
+    result = launch(2, "--data", str(dataset), "--out", str(cache), "--no-progress",
+                    *small_args, env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 process(es)" in result.stderr
+    assert "device cpu, 2 process(es)" in result.stderr
     for split in ("train", "test"):
         assert_identical(cache / f"{split}.zarr", reference_cache[0] / f"{split}.zarr")
+
+
+def assert_close_to_cpu(store: Path, cpu_store: Path) -> None:
+    """A store made on a GPU: the CPU's arrays, images (and their statistics) within about
+    one float16 step."""
+    gpu, cpu = arrays(store), arrays(cpu_store)
+    assert zarr.open_group(str(store), mode="r").attrs["device_type"] == "cuda"
+    assert sorted(gpu) == sorted(cpu)
+    for k in cpu:
+        if k in ("images", "stats"):
+            np.testing.assert_allclose(gpu[k].astype(np.float64), cpu[k].astype(np.float64),
+                                       rtol=2e-3, atol=1e-3 * float(np.abs(cpu[k]).max()),
+                                       err_msg=k)
+        else:
+            assert (gpu[k] == cpu[k]).all(), k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_store_matches_cpu(dataset, reference_cache, tmp_path, make_config):
+    cache = tmp_path / "cache"
+    summary = pipeline.run(dataset, cache, make_config("device=cuda"), progress=False)
+    assert summary["device"] == "cuda:0"
+    for split in ("train", "test"):
+        assert_close_to_cpu(cache / f"{split}.zarr", reference_cache[0] / f"{split}.zarr")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_more_processes_than_gpus_share_them(dataset, reference_cache, tmp_path, small_args):
+    """One process more than there are GPUs: the last shares cuda:0 (pick_device) over the
+    gloo group; the store is the CPU's up to float16 rounding."""
+    n = torch.cuda.device_count() + 1
+    cache = tmp_path / "cache"
+    result = launch(n, "--data", str(dataset), "--out", str(cache), "--no-progress",
+                    *small_args, "device=cuda")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"device cuda:0, {n} process(es)" in result.stderr
+    for split in ("train", "test"):
+        assert_close_to_cpu(cache / f"{split}.zarr", reference_cache[0] / f"{split}.zarr")
 
 
 def test_rerun_of_a_finished_store_does_nothing(dataset, reference_cache, tmp_path, make_config,
@@ -274,12 +324,50 @@ def test_other_samples_are_refused(data_copy, reference_cache, tmp_path, make_co
 
 def test_cli_user_errors_are_one_line(dataset, tmp_path):
     result = cli("--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "cache"))
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {tmp_path / 'nowhere'}: data directory does not exist")
+        f"g2net-preprocess: error: {tmp_path / 'nowhere'}: data directory does not exist")
     result = cli("--data", str(dataset), "--out", str(tmp_path / "cache"), "cqt.hop=3")
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown config key cqt.hop")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "g2net-preprocess: error: unknown config key cqt.hop")
+    assert "Traceback" not in result.stderr
+
+
+def _file_size_limit(limit: int):
+    """A ``preexec_fn``: files of the child process cannot grow past ``limit`` bytes."""
+
+    def apply() -> None:
+        # With SIGXFSZ ignored, a write past the limit fails with EFBIG instead of killing.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_failed_write_is_one_line_and_resumes(dataset, reference_cache, tmp_path, small_args):
+    """A write that really fails (a file-size limit: the image chunks, ~250 kB, cannot be
+    written, as on a full disk) ends with exit status 1 and one line naming the chunk file,
+    the cause and that re-running resumes; re-run without the limit, the stores come out
+    identical to an uninterrupted run's."""
+    cache = tmp_path / "cache"
+    args = ("--data", str(dataset), "--out", str(cache), "--no-progress", *small_args)
+    result = cli(*args, preexec_fn=_file_size_limit(100_000))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == result.stderr.strip().splitlines()[-1:], result.stderr[-3000:]
+    assert re.fullmatch(rf"g2net-preprocess: error: {re.escape(str(cache))}/train\.zarr/images/c/"
+                        r"\d+/0/0/0: File too large \(errno 27\); fix that and re-run the same "
+                        r"command: it resumes where it stopped", errors[0]), errors[0]
+    created = chunk_files(cache / "train.zarr", "psd")  # written when the store was made
+    assert created
+
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert chunk_files(cache / "train.zarr", "psd") == created  # resumed, not made anew
+    for split in ("train", "test"):
+        assert_identical(cache / f"{split}.zarr", reference_cache[0] / f"{split}.zarr")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,10 +437,10 @@ def test_cli_bad_sample_message(data_copy, cache_with_train, small_args):
     bad_id = damage(data_copy, "nan")
     result = cli("--data", str(data_copy), "--out", str(cache_with_train), "--splits", "test",
                  "--no-progress", *small_args)
-    assert result.returncode != 0
+    assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(rf"error: .*/test/{'/'.join(bad_id[:3])}/{bad_id}\.npy: contains NaN "
-                        r"or Inf \(--on-bad skip .*\)", last), last
+    assert re.fullmatch(rf"g2net-preprocess: error: .*/test/{'/'.join(bad_id[:3])}/{bad_id}\.npy: "
+                        r"contains NaN or Inf \(--on-bad skip .*\)", last), last
 
 
 def test_missing_file_is_a_listing_error(data_copy, cache_with_train, make_config):
@@ -384,8 +472,9 @@ def test_skip_records_bad_samples(data_copy, cache_with_train, make_config, refe
     ref = zarr.open_group(str(reference_cache[0] / "test.zarr"), mode="r")
     assert np.array_equal(images[valid], np.asarray(ref["images"][:])[valid])
     assert g.attrs["complete"] and g.attrs["n_invalid"] == 3
-    assert [b["id"] for b in g.attrs["bad"]] == list(reasons)
-    for b in g.attrs["bad"]:
+    bad = zstore.bad_samples(g)
+    assert [b["id"] for b in bad] == list(reasons)
+    for b in bad:
         assert re.match(reasons[b["id"]], b["reason"]), b
     # Statistics leave the skipped samples out.
     kept = images[valid].astype(np.float64)
@@ -393,5 +482,4 @@ def test_skip_records_bad_samples(data_copy, cache_with_train, make_config, refe
                                rtol=1e-9)
     with (cache_with_train / "test_bad.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["id"], r["reason"]) for r in rows] == [(b["id"], b["reason"])
-                                                       for b in g.attrs["bad"]]
+    assert [(r["id"], r["reason"]) for r in rows] == [(b["id"], b["reason"]) for b in bad]

@@ -36,9 +36,25 @@ def chirp_images(rng: np.random.Generator, targets: np.ndarray, shape=IMAGE_SHAP
     return x.astype(np.float16)
 
 
+def chirp_waves(rng: np.random.Generator, targets: np.ndarray, n_time: int = 4096,
+                amplitude: float = 1.0) -> np.ndarray:
+    """(N, 3, n_time) float16 whitened-strain stand-ins: unit Gaussian noise, plus a 0.25 s
+    rising sinusoid (40 -> 250 Hz at 2048 Hz, Hann-tapered) at a random time in all three
+    detectors where target is 1."""
+    n = targets.size
+    x = rng.normal(0.0, 1.0, size=(n, 3, n_time)).astype(np.float32)
+    t = np.arange(512) / 2048.0
+    chirp = np.sin(2 * np.pi * (40 * t + 420 * t**2)) * np.hanning(t.size)
+    for i in np.flatnonzero(targets == 1):
+        t0 = rng.integers(0, n_time - t.size)
+        x[i, :, t0:t0 + t.size] += amplitude * chirp
+    return x.astype(np.float16)
+
+
 def build_store(path: Path, n: int = 384, seed: int = 0, chunk_size: int = 32,
                 invalid=(), amplitude: float = 3.0, split: str = "train",
-                complete: bool = True, images: np.ndarray | None = None) -> Path:
+                complete: bool = True, images: np.ndarray | None = None,
+                waves: bool = False) -> Path:
     from preprocess.config import PreprocessConfig, transform_identity
 
     rng = np.random.default_rng(seed)
@@ -56,15 +72,19 @@ def build_store(path: Path, n: int = 384, seed: int = 0, chunk_size: int = 32,
     transform = transform_identity(cfg, zstore.psd_sha256(psd))
     if split != "train":
         targets = -np.ones(n, dtype=np.int8)
+    strain = chirp_waves(rng, targets) if waves else None
+    if strain is not None:
+        strain[~valid] = 0
     g = zstore.create(path, split=split, ids=ids, targets=targets,
                       image_shape=images.shape[1:], chunk_size=chunk_size, codec="lz4",
-                      attrs={"transform": transform, "config": to_dict(cfg)})
+                      save_waves=waves, attrs={"transform": transform, "config": to_dict(cfg)})
     if split == "train":
         zstore.write_psd(g, psd, df=layout.SAMPLE_RATE / 2 / (psd.shape[1] - 1))
     nc = zstore.n_chunks(n, chunk_size)
     for k in range(nc if complete else nc - 1):
         sl = zstore.chunk_slice(k, n, chunk_size)
-        zstore.write_chunk(g, k, images[sl], valid[sl])
+        zstore.write_chunk(g, k, images[sl], valid[sl],
+                           waves=strain[sl] if strain is not None else None)
     if complete:
         zstore.finalize(g)
     return path
@@ -74,6 +94,14 @@ def build_store(path: Path, n: int = 384, seed: int = 0, chunk_size: int = 32,
 def train_store(tmp_path_factory) -> Path:
     """384 loud samples, chunks of 32, images (3, 24, 48), rows 5 and 40 invalid."""
     return build_store(tmp_path_factory.mktemp("store") / "train.zarr", invalid=(5, 40))
+
+
+@pytest.fixture(scope="session")
+def waves_store(tmp_path_factory) -> Path:
+    """The train_store's samples with whitened-strain stand-ins (3, 4096) beside the images:
+    positives carry a chirp in unit noise in both (a 1D CNN learns them in seconds)."""
+    return build_store(tmp_path_factory.mktemp("waves") / "train.zarr", invalid=(5, 40),
+                       waves=True)
 
 
 @pytest.fixture

@@ -1,7 +1,11 @@
-"""Bad input stops `python -m train` with ``error: ...`` before any training or output."""
+"""Bad input stops `python -m train` with ``g2net-train: error: ...`` and exit status 2,
+before any training or output."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import re
 from pathlib import Path
 
@@ -10,7 +14,6 @@ import pytest
 from data import store as zstore
 from train.cli import main
 
-
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["model.name=test_efficientnet", "batch_size=16", "epochs=2", "n_folds=4", "fold=0",
         "loader.num_workers=0"]
@@ -18,10 +21,14 @@ FAST = ["model.name=test_efficientnet", "batch_size=16", "epochs=2", "n_folds=4"
 
 def _fails(tmp_path, *args, match: str):
     out = tmp_path / "runs"
-    with pytest.raises(SystemExit) as e:
+    stderr = io.StringIO()
+    with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(stderr):
         main([f"out={out}", "name=bad", *FAST, *args])
-    message = str(e.value.code)
-    assert message.startswith("error: "), message
+    assert e.value.code == 2
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    message = lines[0]
+    assert message.startswith("g2net-train: error: "), message
     assert re.search(match, message), message
     assert not (out / "bad" / "fold0" / "best.safetensors").exists()
     return message
@@ -62,9 +69,21 @@ def test_wrong_type_and_value(tmp_path, train_store):
     _fails(tmp_path, f"store={train_store}", "checkpoint_total_limit=1", match="at least 2")
 
 
-def test_missing_config_file(tmp_path, train_store):
-    with pytest.raises(SystemExit, match="error: config file .* does not exist"):
+def test_missing_config_file(tmp_path, train_store, capsys):
+    with pytest.raises(SystemExit) as e:
         main(["--config", str(tmp_path / "none.yaml"), f"store={train_store}"])
+    assert e.value.code == 2
+    assert re.fullmatch(r"g2net-train: error: config file .* does not exist\n",
+                        capsys.readouterr().err)
+
+
+def test_unknown_or_missing_tracker(tmp_path, train_store):
+    _fails(tmp_path, f"store={train_store}", "log_with=[no_such_tracker]",
+           match="log_with: unknown tracker 'no_such_tracker' .*tensorboard")
+    if importlib.util.find_spec("clearml") is None:  # accelerate knows it; it is not installed
+        _fails(tmp_path, f"store={train_store}", "log_with=[clearml]",
+               match=r"log_with: tracker 'clearml' needs the clearml package, which is not "
+                     r"installed \(pip install clearml\)")
 
 
 def test_image_size_the_model_cannot_take(tmp_path, train_store):

@@ -1,0 +1,160 @@
+"""Devices and processes: which device a process computes on, IEEE float32 on CUDA, and ports
+for launching process groups. Shared by preprocessing, training and inference.
+
+Under ``accelerate launch`` or ``torchrun`` a machine runs ``LOCAL_WORLD_SIZE`` processes
+numbered by ``LOCAL_RANK``. Preprocessing is I/O-bound, so it may run more processes than the
+machine has GPUs: :func:`pick_device` deals them out round robin (4 processes, 1 GPU: all on
+``cuda:0``; 2 GPUs: ``cuda:0, 1, 0, 1``) and their process group is gloo, on the CPU. Training
+and inference run their process group on the GPUs through Accelerate (NCCL), which cannot put
+two processes on one GPU ("Duplicate GPU detected"): :func:`check_one_process_per_gpu`.
+
+Everything that depends on the torch version is feature-detected here, so the rest of the code
+reads the same on every torch the package admits: :func:`ieee_fp32` (``fp32_precision`` from
+torch 2.9, ``allow_tf32`` before) and :func:`accelerator_available` (``torch.accelerator``
+from torch 2.6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from data.config import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Which device
+
+
+def pick_device(name: str, local_rank: int = 0, device_count: int = 0) -> torch.device:
+    """The device process ``local_rank`` of a machine with ``device_count`` CUDA devices
+    computes on, for the config value ``name``.
+
+    ``auto``: ``cuda:(local_rank % device_count)`` when there is a GPU, else ``cpu``.
+    ``cuda``: the same GPU; ConfigError when there is none. ``cuda:N``: GPU N for every process;
+    ConfigError unless N < ``device_count``. Any other name: ``torch.device(name)`` (``cpu``,
+    ``mps``, ...); ConfigError when torch does not know it.
+
+    Pure: the counts are arguments, so the mapping is tested without a GPU.
+    """
+    if local_rank < 0 or device_count < 0:
+        raise ValueError(f"local_rank {local_rank} and device_count {device_count} must be >= 0")
+    if name == "auto":
+        name = "cuda" if device_count > 0 else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device: {name!r} is not a torch device (auto, cpu, cuda, cuda:1 ...)"
+        ) from None
+    if device.type != "cuda":
+        return device
+    if device_count == 0:
+        raise ConfigError(f"device: {name} requested but CUDA is not available")
+    if device.index is None:
+        return torch.device("cuda", local_rank % device_count)
+    if device.index >= device_count:
+        raise ConfigError(f"device: {name} requested but this machine has {device_count} "
+                          f"CUDA device(s), cuda:0 to cuda:{device_count - 1}")
+    return device
+
+
+def cuda_device_count() -> int:
+    """CUDA devices this process can use (0 without a working CUDA, or with
+    ``CUDA_VISIBLE_DEVICES=""``)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def local_rank() -> int:
+    """This process's number on its machine (``LOCAL_RANK``, set by torchrun and accelerate
+    launch); 0 when not launched."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def local_world_size(default: int = 1) -> int:
+    """Processes on this machine (``LOCAL_WORLD_SIZE``); ``default`` when not launched."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", str(default)))
+
+
+def process_device(name: str) -> torch.device:
+    """:func:`pick_device` for this process: its ``LOCAL_RANK`` and the CUDA devices it sees."""
+    return pick_device(name, local_rank(), cuda_device_count())
+
+
+def check_one_process_per_gpu(local_processes: int, device_count: int) -> None:
+    """ConfigError when ``local_processes`` processes of one machine in a NCCL group would
+    share its ``device_count`` GPUs (NCCL refuses two ranks on one GPU, at the first collective,
+    after all the set-up); the message says what to launch instead."""
+    if local_processes > device_count:
+        raise ConfigError(
+            f"{local_processes} processes on this machine but {device_count} GPU(s): this stage "
+            "runs one process per GPU (its process group is NCCL, which cannot share a GPU "
+            f"between processes); launch --num_processes {max(device_count, 1)} per machine"
+        )
+
+
+def accelerator_available() -> bool:
+    """Whether torch sees an accelerator: ``torch.accelerator.is_available()`` (torch >= 2.6);
+    on older torch, CUDA or XPU (the accelerators Accelerate groups processes on)."""
+    acc = getattr(torch, "accelerator", None)
+    if acc is not None and hasattr(acc, "is_available"):
+        return bool(acc.is_available())
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or bool(xpu is not None and xpu.is_available())
+
+
+# ---------------------------------------------------------------------------------------------
+# How precisely float32 is computed
+
+
+def fp32_switches(backends: Any = None) -> list[tuple[Any, str, Any]]:
+    """``(object, attribute, value)`` settings that make CUDA float32 convolutions (cuDNN) and
+    matmuls (cuBLAS) IEEE float32 on this torch (``backends``: ``torch.backends``, or a stand-in
+    for a test): ``fp32_precision = "ieee"`` from torch 2.9, ``allow_tf32 = False`` before."""
+    backends = torch.backends if backends is None else backends
+    conv = getattr(backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return [(conv, "fp32_precision", "ieee"),
+                (backends.cuda.matmul, "fp32_precision", "ieee")]
+    return [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
+
+
+@contextlib.contextmanager
+def ieee_fp32(backends: Any = None) -> Iterator[None]:
+    """IEEE float32 for CUDA convolutions and matmuls inside the block; the previous settings
+    come back on exit, exception or not. Changes nothing that runs on the CPU.
+
+    cuDNN convolutions default to TF32 on Ampere and later GPUs: a 10-bit mantissa, coarser
+    than the float16 images the CQT is stored as. Preprocessing and inference's on-the-fly
+    transform compute under this, so GPU images equal CPU ones to float32 rounding.
+    """
+    switches = fp32_switches(backends)
+    before = [getattr(obj, attr) for obj, attr, _ in switches]
+    try:
+        for obj, attr, value in switches:
+            setattr(obj, attr, value)
+        yield
+    finally:
+        for (obj, attr, _), value in zip(switches, before):
+            setattr(obj, attr, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launching
+
+
+def free_port(host: str = "") -> int:
+    """A TCP port that nothing on ``host`` (default: any address of this machine) is bound to
+    now, for a process group's rendezvous.
+
+    The OS picks it (bind to port 0); it is released before the launcher binds it, so another
+    program could take it in between: a window of milliseconds, where a fixed port (29500) is
+    taken whenever a second job runs on the machine.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
