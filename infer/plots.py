@@ -247,6 +247,61 @@ def plots_for_scores(ids, pred, truth, result: dict, out_dir: str | Path) -> dic
 
 
 # ---------------------------------------------------------------------------------------------
+# Searches over long strain (infer.search)
+
+
+def plot_timeline(times: np.ndarray, scores: np.ndarray, trigger_times: np.ndarray,
+                  trigger_scores: np.ndarray, injection_times: np.ndarray | None,
+                  injection_found: np.ndarray | None, out: str | Path, t0: float) -> Path:
+    """Zero-lag window scores against time (each at its window's trigger time, s from GPS
+    ``t0``), the triggers as dots, injections as vertical lines (green: found at the strictest
+    FAR threshold, red: not)."""
+    fig, ax = plt.subplots(figsize=(12, 4), layout="constrained")
+    order = np.argsort(times)
+    ax.plot(times[order] - t0, scores[order], lw=0.6, color="0.4", label="windows")
+    ax.plot(trigger_times - t0, trigger_scores, "o", ms=3, color="C0", label="triggers")
+    if injection_times is not None:
+        for i, t in enumerate(injection_times):
+            found = injection_found is not None and bool(injection_found[i])
+            ax.axvline(t - t0, color="C2" if found else "C3", lw=0.8, alpha=0.7,
+                       label=("injection, found" if found else "injection, missed")
+                       if i == 0 else None)
+    ax.set_xlabel(f"time since GPS {t0:.0f} (s)")
+    ax.set_ylabel("ensemble probability")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_efficiency(snr: np.ndarray, found: dict[str, np.ndarray], analysed: np.ndarray,
+                    bins: list[float], out: str | Path) -> Path:
+    """Fraction of the analysed injections found, per network-SNR bin, one line per FAR
+    threshold (``found``: threshold -> (n,) bool), with binomial 1-sigma error bars."""
+    snr = np.asarray(snr)[analysed]
+    edges = np.asarray(bins, dtype=float)
+    which = np.digitize(snr, edges) - 1
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for spec, flags in found.items():
+        flags = np.asarray(flags)[analysed]
+        n = np.array([(which == b).sum() for b in range(len(centres))])
+        k = np.array([flags[which == b].sum() for b in range(len(centres))])
+        has = n > 0
+        eff = k[has] / n[has]
+        err = np.sqrt(eff * (1 - eff) / n[has])
+        ax.errorbar(centres[has], eff, yerr=err, marker="o", capsize=3,
+                    label=f"FAR <= {spec}")
+    ax.set_xlabel("injected network SNR")
+    ax.set_ylabel("fraction found")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_title(f"{int(analysed.sum())} injections analysed", fontsize=9)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+# ---------------------------------------------------------------------------------------------
 # CLI
 
 

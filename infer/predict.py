@@ -324,8 +324,10 @@ def training_psd(fold: Fold) -> np.ndarray:
     return psd
 
 
-def build_transform(fold: Fold) -> torch.nn.Module:
-    """The whiten + CQT transform recorded with ``fold``, with its training PSD.
+def build_transform(fold: Fold, psd: np.ndarray | None = None) -> torch.nn.Module:
+    """The whiten + CQT transform recorded with ``fold``, with its training PSD, or with
+    ``psd`` ((3, n_freq) float64, 1/Hz, on a grid from 0 to fs / 2) in its place (a search
+    whitens long strain with the PSD of the data around each window).
 
     :func:`load_fold` has checked that this code makes the recorded transform from the
     recorded config, so the config alone rebuilds it.
@@ -333,7 +335,7 @@ def build_transform(fold: Fold) -> torch.nn.Module:
     from preprocess.transforms import Transform
 
     cfg = from_dict(PreprocessConfig, fold.card.preprocess_config)
-    return Transform.from_config(cfg.whiten, cfg.cqt, training_psd(fold))
+    return Transform.from_config(cfg.whiten, cfg.cqt, training_psd(fold) if psd is None else psd)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from data.layout import DETECTORS, N_TIME, SAMPLE_RATE
 __all__ = [
     "PSDAccumulator",
     "estimate_psd",
+    "periodograms",
+    "median_psd",
     "tukey",
     "Whiten",
     "CQT",
@@ -87,23 +89,65 @@ class PSDAccumulator:
             self._shape = x.shape[1:]
             self._window = tukey(n_time, self.alpha)
             self._sum = np.zeros((x.shape[1], n_time // 2 + 1))
-        x = (x - x.mean(axis=-1, keepdims=True)) * self._window
-        self._sum += (np.abs(np.fft.rfft(x, axis=-1)) ** 2).sum(axis=0)
+        self._sum += _power(x, self._window).sum(axis=0)
         self.count += x.shape[0]
 
     def psd(self) -> np.ndarray:
         """The average one-sided PSD, float64 (n_detector, T // 2 + 1), 1/Hz."""
         if self.count == 0:
             raise ValueError("no samples were added to the PSD accumulator")
-        n_time = self._shape[-1]
-        # One-sided density: |X|^2 / (fs * sum w^2), doubled except at DC and (even T) Nyquist,
-        # as scipy.signal.welch(scaling='density') does.
-        scale = 2.0 / (self.sample_rate * np.sum(self._window**2))
-        psd = self._sum / self.count * scale
-        psd[:, 0] /= 2
-        if n_time % 2 == 0:
-            psd[:, -1] /= 2
-        return psd
+        return _to_density(self._sum / self.count, self._window, self.sample_rate)
+
+
+def _power(x: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """|rFFT|^2 of each segment of x (..., T), its mean removed, times ``window``."""
+    x = (x - x.mean(axis=-1, keepdims=True)) * window
+    return np.abs(np.fft.rfft(x, axis=-1)) ** 2
+
+
+def _to_density(power: np.ndarray, window: np.ndarray, sample_rate: int) -> np.ndarray:
+    """|X|^2 (..., T // 2 + 1) -> one-sided density in 1/Hz: / (fs * sum w^2), doubled except
+    at DC and (even T) Nyquist, as scipy.signal.welch(scaling='density') does."""
+    scale = 2.0 / (sample_rate * np.sum(window**2))
+    psd = power * scale
+    psd[..., 0] /= 2
+    if len(window) % 2 == 0:
+        psd[..., -1] /= 2
+    return psd
+
+
+def periodograms(x: np.ndarray, window: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """One-sided periodograms (1/Hz) of segments x (..., T), float64 (..., T // 2 + 1): each
+    segment's mean removed (``detrend='constant'``), times ``window`` (T,): what
+    scipy.signal.welch(scaling='density') computes for each of its segments, and what
+    :class:`PSDAccumulator` averages."""
+    return _to_density(_power(np.asarray(x, dtype=np.float64), window), window, sample_rate)
+
+
+def median_bias(n: int) -> float:
+    """The expected median of n periodogram values over their mean (scipy.signal.welch's
+    ``_median_bias``, which it divides out for ``average='median'``).
+
+    A periodogram bin of Gaussian noise is exponential (chi^2 with 2 degrees of freedom / 2):
+    its median is ln 2 = 0.693 of its mean. The sample median of n such values has the exact
+    expectation 1 - 1/2 + 1/3 - ... up to the ((n - 1) // 2)-th pair, which tends to ln 2.
+    """
+    ii_2 = 2.0 * np.arange(1.0, (n - 1) // 2 + 1)
+    return float(1.0 + np.sum(1.0 / (ii_2 + 1.0) - 1.0 / ii_2))
+
+
+def median_psd(periodograms_: np.ndarray) -> np.ndarray:
+    """Median average of periodograms (n, ..., F) over axis 0, divided by
+    :func:`median_bias` (n): scipy.signal.welch(average='median') given the same segments.
+
+    The median ignores the few segments that hold a loud transient (a glitch, a chirp), which
+    the mean would carry into the noise estimate; in stationary Gaussian noise the bias
+    correction makes it estimate the same PSD as the mean.
+    """
+    n = periodograms_.shape[0]
+    if n == 0:
+        raise ValueError("median PSD of no segments")
+    return np.median(periodograms_, axis=0) / median_bias(n)
 
 
 def estimate_psd(x: np.ndarray, alpha: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -193,6 +237,12 @@ class Whiten(nn.Module):
         window, response = self._design(n_time)
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("response", response, persistent=False)
+
+    @classmethod
+    def from_config(cls, whiten_cfg, psd) -> "Whiten":
+        """Build from a ``WhitenConfig`` and a (3, n_freq) float64 PSD (1/Hz)."""
+        return cls(psd, alpha=whiten_cfg.alpha, highpass=whiten_cfg.highpass,
+                   lowpass=whiten_cfg.lowpass, sample_rate=SAMPLE_RATE, ramp=whiten_cfg.ramp)
 
     def _design(self, n_time: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Tukey window (n_time,) and real filter gain / ASD (3, n_time // 2 + 1), float64."""
@@ -483,11 +533,7 @@ class Transform(nn.Module):
     @classmethod
     def from_config(cls, whiten_cfg, cqt_cfg, psd) -> "Transform":
         """Build from ``WhitenConfig``, ``CQTConfig`` and a (3, n_freq) float64 PSD."""
-        whiten = Whiten(psd, alpha=whiten_cfg.alpha, highpass=whiten_cfg.highpass,
-                        lowpass=whiten_cfg.lowpass, sample_rate=SAMPLE_RATE,
-                        ramp=whiten_cfg.ramp)
-        cqt = CQT.from_config(cqt_cfg)
-        return cls(whiten, cqt)
+        return cls(Whiten.from_config(whiten_cfg, psd), CQT.from_config(cqt_cfg))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
