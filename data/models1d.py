@@ -169,7 +169,18 @@ class Extractor(nn.Sequential):
 # Models
 
 
-class G2Net1DV3(nn.Module):
+class _WaveModel(nn.Module):
+    """What every model here shares: ``forward`` = head(features), timm's classifier access
+    (``head.fc``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+
+class G2Net1DV3(_WaveModel):
     """3rd place's 1D design (module docstring). Length: T -> T/2 (extractor) -> T/8 (first
     block) -> T/32 (branches) -> T/128 -> T/512 (trunk); 8 steps for T = 4096.
 
@@ -228,19 +239,13 @@ class G2Net1DV3(nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head.fc(self.head.mlp(self.head.pool(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         hidden = self.head.mlp[-4].num_features
         self.head.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
 
 
-class G2Net1DSmall(nn.Module):
+class G2Net1DSmall(_WaveModel):
     """Five blocks of conv -> BN -> SiLU -> max pool over the three detectors together.
 
     Length: T -> T/4 -> T/16 -> T/64 -> T/256 -> T/512 (8 steps for T = 4096, 250 ms
@@ -277,12 +282,6 @@ class G2Net1DSmall(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head.fc(self.head.drop(self.head.pool(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
