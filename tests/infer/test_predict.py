@@ -217,3 +217,29 @@ def test_apply_view_on_waves_and_flip_of_an_image_is_the_image():
     # |CQT(-x)| = |CQT(x)|: an image model's "flip" view is its input unchanged.
     image = torch.randn(2, 3, 8, 16)
     assert torch.equal(apply_view(image, ("flip",), 0), image)
+
+
+def test_tta_shift_on_resized_images_is_rescaled(make_store, make_run):
+    """A model trained at a non-native image size: its input is the normalised image resized
+    (bilinear, antialiased: written here with torch's interpolate, not torchvision), and the
+    "shift" view rolls it by tta_shift in CQT frames rescaled to the resized width."""
+    from accelerate import Accelerator
+
+    import torch.nn.functional as F
+
+    store, ids, images = make_store(n=12)
+    runs = make_run(n_folds=1, image_size=[24, 66])  # native (16, 33): twice the width
+    fold = load_fold(runs / "fold0")
+    cfg = InferConfig(tta=["shift"], tta_shift=-0.125, batch_size=5)  # -8 native frames
+    pred = predict([fold], store_inputs(store, 4), cfg, Accelerator(cpu=True), progress=False)
+
+    x = torch.from_numpy(images).float()
+    mean = torch.tensor(fold.card.channel_stats["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(fold.card.channel_stats["std"]).view(1, 3, 1, 1)
+    x = F.interpolate((x - mean) / std, size=(24, 66), mode="bilinear", align_corners=False,
+                      antialias=True)
+    shifted = torch.cat([x[..., 16:], x[..., :16]], dim=-1)  # -8 frames x 66/33 = -16 columns
+    with torch.no_grad():
+        p = [torch.sigmoid(fold.model(v).view(-1).double()).numpy() for v in (x, shifted)]
+    np.testing.assert_allclose(pred.probs[0, 0], p[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(pred.probs[0, 1], p[1], rtol=1e-4, atol=1e-6)

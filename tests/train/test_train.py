@@ -222,6 +222,39 @@ def test_resume_after_sigkill_is_exact(kind_store, tmp_path):
 
 
 @pytest.mark.timeout(240)
+def test_training_at_a_non_native_image_size(train_store, tmp_path):
+    """image_size=[32, 96] (native 24 x 48) with time shifts: the card records the size, and
+    the out-of-fold predictions are the model's on the images resized the way written here
+    (torch's interpolate, bilinear and antialiased), not the native ones."""
+    import csv
+
+    import timm
+    import torch.nn.functional as F
+
+    _run(*SMALL, f"store={train_store}", f"out={tmp_path}", "name=big", "epochs=1",
+         "image_size=[32,96]", "augment.shift_p=1.0", "augment.max_shift=4")
+    fold = tmp_path / "big" / "fold0"
+    card = read_card(fold)
+    assert card.image_size == [32, 96]
+    model = timm.create_model(card.model_name, pretrained=False, **card.model_kwargs)
+    model.load_state_dict(_weights(fold / "best.safetensors"), strict=True)
+    model.eval()
+    with (fold / "oof.csv").open() as f:
+        oof = list(csv.DictReader(f))
+    g = zstore.open_store(train_store)
+    row_of = {sid: i for i, sid in enumerate(layout.int_to_id(np.asarray(g["ids"][:])))}
+    rows = np.array([row_of[r["id"]] for r in oof])
+    x = torch.from_numpy(np.asarray(g["images"][:])[rows]).float()
+    mean = torch.tensor(card.channel_stats["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(card.channel_stats["std"]).view(1, 3, 1, 1)
+    x = F.interpolate((x - mean) / std, size=(32, 96), mode="bilinear", align_corners=False,
+                      antialias=True)
+    with torch.no_grad():
+        pred = torch.sigmoid(model(x).squeeze(1)).numpy()
+    assert np.allclose(pred, [float(r["pred"]) for r in oof], atol=1e-4)
+
+
+@pytest.mark.timeout(240)
 def test_resume_with_a_changed_config_warns(single, train_store, tmp_path):
     """resume=auto with another learning rate and more epochs continues, and says which keys
     changed (the run is no longer the one it would have been); unchanged keys go unmentioned."""
