@@ -223,9 +223,8 @@ def test_tta_shift_on_resized_images_is_rescaled(make_store, make_run):
     """A model trained at a non-native image size: its input is the normalised image resized
     (bilinear, antialiased: written here with torch's interpolate, not torchvision), and the
     "shift" view rolls it by tta_shift in CQT frames rescaled to the resized width."""
-    from accelerate import Accelerator
-
     import torch.nn.functional as F
+    from accelerate import Accelerator
 
     store, ids, images = make_store(n=12)
     runs = make_run(n_folds=1, image_size=[24, 66])  # native (16, 33): twice the width
