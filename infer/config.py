@@ -94,12 +94,15 @@ class SearchConfig:
     # Windows per transform / model call: on a CPU 32-128 kept the tiny model's activations
     # in cache (256 was 1.4x slower per window).
     batch_size: int = 64
-    # Torch threads per op on a CPU; 0: half the cores, at least 1 (the transform and the
-    # models run in two threads at once). Torch's OpenMP workers spin at their barriers: with
-    # another busy process on the cores, 2 threads per op on 2 cores ran the transform and
-    # model 3-10x slower than 1 (bench/bench_search.py measures it).
+    # Torch threads per op on a CPU; 0: one less than the cores (half the cores with
+    # transform_thread), at least 1. Torch's OpenMP workers spin at their barriers: with other
+    # busy processes on the cores, 2 threads per op on 2 cores ran the search 3-10x slower
+    # than 1 (bench/bench_search.py measures it).
     threads: int = 0
-    transform_thread: bool = True  # the transform in a worker thread beside the models
+    # The transform in a worker thread beside the models. On the shared 2-core machine it
+    # was slower for the tiny CQT model (524 against 624 windows/s) and faster for the 1D CNN
+    # (501 against 423): off by default; measure on yours.
+    transform_thread: bool = False
     psd: SearchPSDConfig = field(default_factory=SearchPSDConfig)
     cluster: float = 2.0  # s: a trigger is the loudest window within +-cluster of itself
     # A trigger's time (infer.search's docstring): "onset": the start of the earliest window

@@ -292,6 +292,7 @@ def plot_efficiency(snr: np.ndarray, found: dict[str, np.ndarray], analysed: np.
         err = np.sqrt(eff * (1 - eff) / n[has])
         ax.errorbar(centres[has], eff, yerr=err, marker="o", capsize=3,
                     label=f"FAR <= {spec}")
+    ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel("injected network SNR")
     ax.set_ylabel("fraction found")
     ax.set_ylim(-0.02, 1.05)

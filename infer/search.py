@@ -44,8 +44,8 @@ right after ``--strain`` whose name is not a detector is taken as one.)
 5. **Scores**: every fold under RUN (or ``checkpoints``), logits -> probabilities in float64,
    averaged over folds (:func:`infer.predict.combine`, ``mean``). With ``transform_thread``
    the transform runs in a worker thread beside the models; ``threads`` is torch's threads
-   per op on a CPU (default half the cores: two OpenMP teams spinning on shared cores made
-   the transform and model several times slower).
+   per op on a CPU (default one less than the cores: OpenMP teams spinning on shared cores
+   made the transform and model several times slower).
 6. **Time slides** (``slides`` = K): the analysed windows form stretches of consecutive windows
    (cut by gaps), split into *rings* of at most ``ring`` s (a ring's rows are held in memory:
    ~35 KB a window for the default images). In slide k, ``slide_detectors[i]`` (L1, V1 by
@@ -434,8 +434,10 @@ def score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, accelera
     accelerator = accelerator or Accelerator()
     threads = torch.get_num_threads()
     if accelerator.device.type == "cpu":
-        # Two threads call torch at once (transform, models): half the cores each.
-        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // 2))
+        cores = os.cpu_count() or 1
+        # With the transform thread, two threads call torch at once: half the cores each.
+        auto = cores // 2 if cfg.transform_thread else cores - 1
+        torch.set_num_threads(cfg.threads or max(1, auto))
     try:
         return _score_windows(strain, folds, cfg, accelerator, progress)
     finally:
