@@ -380,8 +380,8 @@ def train_fold(cfg: TrainConfig) -> dict:
 
 # Keys that may change between a run and its resumption without changing what it computes;
 # a change to any other key (epochs too: it stretches the cosine schedule) is reported.
-_RESUMABLE = {"resume", "loader.num_workers", "checkpoint_every_steps", "checkpoint_total_limit",
-              "progress", "log_with"}
+_RESUMABLE = {"resume", "out", "loader.num_workers", "checkpoint_every_steps",
+              "checkpoint_total_limit", "progress", "log_with"}
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
