@@ -20,7 +20,8 @@ class InferConfig:
     # probabilities averaged ([] = the image alone; ["swap", "shift"] = 4 views).
     #   "swap":  H1 and L1 exchanged (3rd place's TTA: the two LIGO detectors are alike)
     #   "shift": the input rolled in time by ``tta_shift`` seconds (circularly)
-    #   "flip":  whitened strain negated (1D models on waves only; training's augment.flip_p)
+    #   "flip":  whitened strain negated (training's augment.flip_p); for an image model the
+    #            view is the image itself, |CQT(-x)| = |CQT(x)|
     # They act on the model input (normalised images or strain), as training's augment.swap_p /
     # shift_p / flip_p do (the same data.views ops).
     tta: list[str] = field(default_factory=list)
