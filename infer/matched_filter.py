@@ -694,7 +694,8 @@ def run(
     return summary
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point; returns None (``sys.exit(main())`` must mean success)."""
     ap = argparse.ArgumentParser(
         prog="g2net-matched-filter",
         description="Matched-filter search over an IMRPhenomD template bank: the realistic "
@@ -755,7 +756,6 @@ def main(argv: list[str] | None = None) -> dict:
         from infer.score import format_scores
 
         print(format_scores(summary["metrics"]))
-    return summary
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ generator's true-template oracle on the same samples (c).
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -125,9 +126,11 @@ def tiny_set(tmp_path_factory):
 def test_cli_writes_a_submission_and_scores_it(tiny_set, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(mf, "STOP_WINDOW", 256)  # a coarse bank, placed fast
     out = tmp_path / "mf.csv"
-    summary = mf.main(["--data", str(tiny_set), "--out", str(out), "--truth",
-                       str(tiny_set / "truth.csv"), "--min-match", "0.6", "--device", "cpu",
-                       "--quiet", "--batch-size", "4"])
+    report = tmp_path / "mf.json"
+    assert mf.main(["--data", str(tiny_set), "--out", str(out), "--truth",
+                    str(tiny_set / "truth.csv"), "--min-match", "0.6", "--device", "cpu",
+                    "--quiet", "--batch-size", "4", "--report", str(report)]) is None
+    summary = json.loads(report.read_text())
     ids, target = layout.read_labels(out)
     want, _ = layout.read_labels(tiny_set / "sample_submission.csv")
     assert ids == want
