@@ -25,7 +25,11 @@ means damage (a partial copy, a disk error, a full disk). Zarr would read it as 
 without a word, so :func:`open_store` opens stores through :class:`CheckedStore` (a missing
 chunk raises) and :class:`CheckedArray` (a checksum mismatch, found by the codec, names its
 chunk): :class:`StoreDamaged` names the array, chunk and samples. :func:`finalize` refuses a
-store with a missing chunk file; ``python -m data.verify`` reads every chunk. ``ids``,
+store with a missing chunk file; ``python -m data.verify`` reads every chunk. The metadata
+(the group's attributes, which hold the channel statistics and the config, and every array's
+``zarr.json``) carries no checksum in Zarr: :func:`finalize` seals it with its SHA-256
+(``metadata_sha256``), and :func:`require_complete` (how training and inference open a
+store) and ``data.verify`` refuse a store whose metadata no longer matches. ``ids``,
 ``targets``, ``done`` and ``stats`` are written whole at creation; ``images``, ``valid``,
 ``bad_reason`` and ``waves`` (:data:`CHUNK_ARRAYS`) chunk by chunk.
 
@@ -33,7 +37,8 @@ Group attributes: ``schema_version``, ``split``, ``n``, ``chunk_size``, ``config
 resolved preprocessing config), ``transform`` (its transform identity, computed by
 ``preprocess.config.transform_identity``: what fixes the images and waves), ``source``,
 ``versions``, ``device_type`` (cpu or cuda: they round differently), ``psd_df`` (train only),
-and, once every chunk is done, ``complete``, ``channel_stats`` and ``n_invalid``. Which samples
+and, once every chunk is done, ``complete``, ``channel_stats``, ``n_invalid`` and
+``metadata_sha256``. Which samples
 are invalid and why lives in the ``valid`` and ``bad_reason`` arrays only
 (:func:`bad_samples`); preprocessing writes them out as ``CACHE/{split}_bad.csv`` too.
 """
@@ -57,8 +62,9 @@ from zarr.storage import LocalStore, WrapperStore
 
 from data.layout import int_to_id
 
-# 2: crc32c on every chunk, every chunk written (1 had neither).
-SCHEMA_VERSION = 2
+# 2: crc32c on every chunk, every chunk written (1 had neither). 3: the metadata sealed by
+# ``metadata_sha256`` when the store is finished.
+SCHEMA_VERSION = 3
 
 # Arrays written chunk by chunk by write_chunk: their chunk k exists once ``done[k]`` is set.
 CHUNK_ARRAYS = ("images", "waves", "valid", "bad_reason")
@@ -335,7 +341,11 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise StoreError(f"{path}: no Zarr store here (run `python -m preprocess` first)")
-    g = _open_group(path, mode)
+    try:
+        g = _open_group(path, mode)
+    except ValueError as e:  # zarr.json that is not JSON, or not a group's
+        raise StoreDamaged(_damage_message(str(path), "zarr.json", f"unreadable metadata ({e})"),
+                           "zarr.json", "unreadable metadata") from None
     version = g.attrs.get("schema_version")
     if version != SCHEMA_VERSION:
         raise StoreError(
@@ -429,7 +439,42 @@ def finalize(g: zarr.Group) -> dict:
     stats = {"mean": mean.tolist(), "std": std.tolist()}
     n_invalid = int((~np.asarray(g["valid"][:])).sum())
     g.attrs.update({"channel_stats": stats, "complete": True, "n_invalid": n_invalid})
+    seal(g)
     return stats
+
+
+def metadata_sha256(path: str | Path) -> str:
+    """SHA-256 of a store's metadata as it is on disk: the group's attributes (less
+    ``metadata_sha256`` itself) and every array's ``zarr.json`` (shape, dtype, chunks, codecs),
+    as canonical JSON. StoreDamaged if a metadata file cannot be read as JSON."""
+    root = Path(path)
+    meta = {}
+    for f in sorted([root / "zarr.json", *root.glob("*/zarr.json")]):
+        try:
+            meta[f.relative_to(root).as_posix()] = json.loads(f.read_bytes())
+        except (OSError, ValueError) as e:
+            raise StoreDamaged(_damage_message(str(root), f.relative_to(root).as_posix(),
+                                               f"unreadable metadata ({e})"),
+                               f.relative_to(root).as_posix(), "unreadable metadata") from None
+    meta["zarr.json"].get("attributes", {}).pop("metadata_sha256", None)
+    text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seal(g: zarr.Group) -> None:
+    """Record the metadata's SHA-256 (:func:`metadata_sha256`) in the group's attributes:
+    the last write to a finished store."""
+    g.attrs["metadata_sha256"] = metadata_sha256(g.store.root)
+
+
+def check_seal(g: zarr.Group) -> None:
+    """StoreDamaged unless the store's metadata is what :func:`seal` recorded."""
+    root = g.store.root
+    if g.attrs.get("metadata_sha256") != metadata_sha256(root):
+        raise StoreDamaged(
+            _damage_message(str(root), "metadata", "the zarr.json files do not match the "
+                            "SHA-256 recorded when the store was finished (changed on disk)"),
+            "metadata", "metadata changed")
 
 
 def bad_samples(g: zarr.Group) -> list[dict]:
@@ -481,7 +526,8 @@ def remove_partials(path: str | Path) -> list[Path]:
 
 
 def require_complete(path: str | Path) -> zarr.Group:
-    """Open a store for reading; StoreError unless every chunk is done and it is finalized."""
+    """Open a store for reading; StoreError unless every chunk is done and it is finalized,
+    StoreDamaged if its metadata changed since (:func:`check_seal`)."""
     g = open_store(path)
     if not g.attrs.get("complete"):
         done = done_chunks(g)
@@ -489,4 +535,5 @@ def require_complete(path: str | Path) -> zarr.Group:
             f"{path}: store is incomplete ({int(done.sum())} of {done.size} chunks done); "
             "re-run the same preprocess command to finish it"
         )
+    check_seal(g)
     return g

@@ -138,6 +138,10 @@ def verify_store(path: Path, progress: bool = True) -> Report:
         if n_done < done.size:
             problems.append(f"marked complete, but {done.size - n_done} of {done.size} chunks "
                             "are not done")
+        try:
+            zstore.check_seal(g)
+        except zstore.StoreDamaged as e:
+            problems.append(str(e).removeprefix(f"{path}: ").split("; the store is damaged")[0])
     else:
         report.unfinished = (f"unfinished: {n_done} of {done.size} chunks done (re-run the "
                              "same preprocess command to finish it)")

@@ -311,6 +311,10 @@ def train_fold(cfg: TrainConfig) -> dict:
         if latest is None:
             log.info("resume=auto: no checkpoint in %s, starting afresh", run)
         else:
+            # Every rank checks, so that all of them stop together on a damaged checkpoint.
+            if not rundir.verify_checkpoint(latest):
+                log.warning("%s was saved before checkpoints carried checksums: loading it "
+                            "unverified", latest)
             accelerator.load_state(str(latest))
             accelerator.project_configuration.iteration = rundir.checkpoint_dirs(run)[-1][0] + 1
             log.info("resumed from %s: epoch %d, batch %d, update %d", latest, state.epoch + 1,
@@ -501,7 +505,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    with cli_errors(PROG, user_errors=(TrainError,), runtime_errors=(NonFiniteLoss,),
+    with cli_errors(PROG, user_errors=(TrainError, rundir.CheckpointDamaged),
+                    runtime_errors=(NonFiniteLoss,),
                     rerun="re-run with resume=auto: it continues from the last checkpoint"):
         cfg = load_config(TrainConfig, args.config, args.overrides)
         if cfg.name is None:

@@ -5,7 +5,9 @@
     config.yaml        the resolved TrainConfig
     checkpoints/       accelerate ``save_state`` dirs checkpoint_<i>/, at most
                        ``checkpoint_total_limit``; each gets a COMPLETE file once every rank
-                       has written its part (a killed save leaves none and is never resumed)
+                       has written its part (a killed save leaves none and is never resumed),
+                       holding the SHA-256 of every file beside it: resume=auto checks them
+                       before loading (safetensors and pickles carry no checksum of their own)
     best.safetensors   the best epoch's weights (EMA weights when ``ema`` is on):
                        ``timm.create_model(model_name, **model_kwargs)`` loads them strictly
     model.json         the model card (data/modelcard.py): model, input kind, channel
@@ -21,6 +23,7 @@ sample's out-of-fold prediction once).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -74,8 +77,57 @@ def remove_incomplete_checkpoints(run: Path) -> list[Path]:
     return removed
 
 
+class CheckpointDamaged(ValueError):
+    """A checkpoint whose files are not the ones its COMPLETE recorded."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _checkpoint_files(checkpoint: Path) -> list[Path]:
+    return sorted(p for p in Path(checkpoint).rglob("*")
+                  if p.is_file() and not p.name.startswith(COMPLETE))
+
+
 def mark_complete(checkpoint: Path, summary: dict) -> None:
-    """Write ``COMPLETE`` atomically: its existence is the marker, so it never exists empty."""
-    tmp = Path(checkpoint) / (COMPLETE + ".tmp")
-    tmp.write_text(json.dumps(summary) + "\n")
-    os.replace(tmp, Path(checkpoint) / COMPLETE)
+    """Write ``COMPLETE`` atomically: its existence is the marker, so it never exists empty.
+    It holds ``summary`` and ``files``: the SHA-256 of every file of the checkpoint, by path
+    relative to it (what :func:`verify_checkpoint` checks)."""
+    checkpoint = Path(checkpoint)
+    files = {p.relative_to(checkpoint).as_posix(): _sha256(p)
+             for p in _checkpoint_files(checkpoint)}
+    tmp = checkpoint / (COMPLETE + ".tmp")
+    tmp.write_text(json.dumps({**summary, "files": files}) + "\n")
+    os.replace(tmp, checkpoint / COMPLETE)
+
+
+def verify_checkpoint(checkpoint: Path) -> bool:
+    """Check every file of a complete checkpoint against the SHA-256 its COMPLETE recorded.
+
+    Returns True when checked, False for a checkpoint written before checksums were recorded
+    (nothing to check against; the caller says so). Raises :class:`CheckpointDamaged` naming
+    the first file that is missing, unreadable as recorded or altered.
+    """
+    checkpoint = Path(checkpoint)
+    remedy = (f"delete {checkpoint} to resume from the checkpoint before it, or start afresh "
+              "in a new out=")
+    try:
+        record = json.loads((checkpoint / COMPLETE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointDamaged(f"{checkpoint / COMPLETE}: unreadable ({e}); {remedy}") from None
+    files = record.get("files") if isinstance(record, dict) else None
+    if files is None:
+        return False
+    for name, digest in sorted(files.items()):
+        path = checkpoint / name
+        if not path.is_file():
+            raise CheckpointDamaged(f"{path}: missing from the checkpoint; {remedy}")
+        if _sha256(path) != digest:
+            raise CheckpointDamaged(f"{path}: damaged on disk (its SHA-256 is not the one "
+                                    f"recorded when it was saved); {remedy}")
+    return True

@@ -1,10 +1,12 @@
 """Stores that cannot lie: a chunk file deleted, flipped or truncated on disk stops every reader
-(the loader, inference, training) with the array, chunk and samples named; finalize refuses a
+(the loader, inference, training) with the array, chunk and samples named; metadata changed on
+disk (a channel statistic, an array's shape) stops training and inference; finalize refuses a
 store with a missing chunk; ``python -m data.verify`` reports every damage."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -216,6 +218,73 @@ def test_training_stops_naming_the_chunk(tmp_path, kind, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
+# Metadata (zarr.json: Zarr keeps no checksum of it)
+
+METADATA_DAMAGE = ["channel_stats", "array_shape", "not_json"]
+
+
+def damage_metadata(path: Path, kind: str) -> None:
+    """Change a store's metadata on disk, for real, the way a bad copy or an edit would."""
+    if kind == "not_json":  # a torn write
+        f = path / "zarr.json"
+        f.write_bytes(f.read_bytes()[:-20])
+        return
+    f = path / ("zarr.json" if kind == "channel_stats" else "images/zarr.json")
+    meta = json.loads(f.read_text())
+    if kind == "channel_stats":  # silently wrong normalisation, were it read
+        meta["attributes"]["channel_stats"]["mean"][0] += 0.25
+    else:  # one sample fewer: its chunks still read, the last sample would vanish
+        meta["shape"][0] -= 1
+    f.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("kind", METADATA_DAMAGE)
+def test_changed_metadata_is_refused(tmp_path, kind):
+    path, _ = _make_store(tmp_path / "test.zarr")
+    zstore.require_complete(path)  # sealed by finalize: opens clean
+    damage_metadata(path, kind)
+    where = "zarr.json: unreadable metadata" if kind == "not_json" else (
+        "metadata: the zarr.json files do not match the SHA-256 recorded when the store was "
+        "finished")
+    with pytest.raises(zstore.StoreError, match=re.escape(f"{path}: {where}")):
+        zstore.require_complete(path)
+
+
+def test_training_and_inference_refuse_changed_metadata(tmp_path, capsys):
+    from infer.cli import run
+    from infer.config import InferConfig
+    from train.cli import main
+
+    path = _conftest("train").build_store(tmp_path / "train.zarr", n=96, chunk_size=32)
+    damage_metadata(path, "channel_stats")
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit) as e:
+        main([f"store={path}", f"out={out}", "name=bad", "model.name=test_efficientnet",
+              "batch_size=16", "epochs=1", "n_folds=4", "fold=0", "loader.num_workers=0"])
+    assert e.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith(f"g2net-train: error: {path}: metadata: the zarr.json files do "
+                              "not match"), message
+    assert not (out / "bad").exists()
+
+    test, _ = _make_store(tmp_path / "test.zarr")
+    _conftest("infer")._write_fold(tmp_path / "runs" / "r" / "fold0")
+    damage_metadata(test, "array_shape")
+    submission = tmp_path / "submission.csv"
+    with pytest.raises(zstore.StoreDamaged, match=re.escape(f"{test}: metadata")):
+        run(submission, InferConfig(), runs=tmp_path / "runs" / "r", store=test, progress=False)
+    assert not submission.exists()
+
+
+def test_verify_reports_changed_metadata(tmp_path, capsys):
+    path, _ = _make_store(tmp_path / "test.zarr")
+    damage_metadata(path, "channel_stats")
+    assert verify_main([str(path), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "  metadata: the zarr.json files do not match the SHA-256 recorded" in out, out
+
+
+# ---------------------------------------------------------------------------------------------
 # Finalize
 
 
@@ -276,12 +345,14 @@ def test_verify_psd_hash_and_other_schema(tmp_path, capsys):
     path, _ = _make_store(tmp_path / "train.zarr", split="train")
     g = zstore.open_store(path, mode="r+")
     g.attrs["transform"] = {**g.attrs["transform"], "psd_sha256": "0" * 64}
+    zstore.seal(g)  # as if made so: the PSD check, not the metadata's, is under test
     old, _ = _make_store(tmp_path / "old.zarr")
     zstore.open_store(old, mode="r+").attrs["schema_version"] = 1
     assert verify_main([str(path), str(old), "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "  the psd array does not match its recorded psd_sha256" in out
-    assert f"  cannot be opened: {old}: store schema version 1, this code reads 2" in out
+    assert (f"  cannot be opened: {old}: store schema version 1, this code reads "
+            f"{zstore.SCHEMA_VERSION}") in out
     assert "2 of 2 stores damaged or unfinished" in out
 
 

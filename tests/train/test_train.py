@@ -271,6 +271,46 @@ def test_resume_with_a_changed_config_warns(single, train_store, tmp_path):
     assert [int(h["epoch"]) for h in _history(run / "fold0")] == [1, 2, 3, 4]
 
 
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("name, damage", [("model.safetensors", "flip"),
+                                          ("optimizer.bin", "truncate"),
+                                          ("random_states_0.pkl", "delete")])
+def test_a_damaged_checkpoint_is_refused_on_resume(single, train_store, tmp_path, name, damage):
+    """A file of the newest checkpoint damaged on disk for real (one byte flipped near its
+    end, in the tensor data; cut in half; deleted): resume=auto stops before loading anything
+    with one line naming the file (exit 2) and leaves the run as it was; with that checkpoint
+    deleted, as the message says, it resumes from the one before."""
+    shutil.copytree(single.parent, tmp_path / "single")
+    fold = tmp_path / "single" / "fold0"
+    newest = _newest_checkpoint(fold)
+    previous = rundir.checkpoint_dirs(fold)[-2][1]
+    path = newest / name
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-10] ^= 0x01
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        path.unlink()
+    history = (fold / "history.csv").read_text()
+    args = [*SMALL, f"store={train_store}", f"out={tmp_path}", "name=single", "epochs=4",
+            "resume=auto"]
+    proc = subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=200)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"g2net-train: error: {path}: "), last
+    assert ("missing from the checkpoint" if damage == "delete" else "damaged on disk") in last
+    assert f"delete {newest} to resume from the checkpoint before it" in last
+    assert (fold / "history.csv").read_text() == history
+
+    shutil.rmtree(newest)
+    done = _run(*args)
+    assert f"resumed from {previous}" in done.stderr
+    assert [int(h["epoch"]) for h in _history(fold)] == [1, 2, 3, 4]
+
+
 @pytest.mark.timeout(300)
 def test_two_processes(single, train_store, tmp_path):
     """accelerate launch --multi_gpu --num_processes 2 with no GPU visible (also where there
