@@ -224,6 +224,12 @@ def train_fold(cfg: TrainConfig) -> dict:
     # `accelerate launch --multi_gpu` on a machine without accelerators (or with
     # CUDA_VISIBLE_DEVICES="") would otherwise start independent single-process runs writing
     # the same directory.
+    n_gpus = devices.cuda_device_count()
+    if n_gpus:
+        # Accelerate's group on CUDA is NCCL, which cannot share a GPU between processes: it
+        # would fail at the first collective, after all the set-up (or a rank beyond the last
+        # GPU would fail to select its device). Say what to launch instead, first.
+        devices.check_one_process_per_gpu(devices.local_world_size(launched), n_gpus)
     cpu_group = launched > 1 and not devices.accelerator_available()
     if cpu_group and int(os.environ.get("LOCAL_RANK", "0")) == 0:
         log.warning("%d processes and no accelerator: a CPU process group (gloo)", launched)

@@ -161,3 +161,15 @@ def test_transform_version_bump_refuses_old_store(tmp_path, make_train_store, mo
     monkeypatch.setattr(preprocess.config, "TRANSFORM_VERSION", old + 1)
     _fails(tmp_path, f"store={path}",
            match=f"transform_version: store {old}, this code {old + 1}")
+
+
+def test_more_processes_than_gpus_is_refused(tmp_path, make_train_store, monkeypatch):
+    """Four processes launched on a machine with one GPU: refused before any set-up, with what
+    to launch instead (no GPU is touched: the check needs only the counts)."""
+    from data import devices
+
+    path = make_train_store(tmp_path / "train.zarr", n=96)
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    _fails(tmp_path, f"store={path}",
+           match="4 processes on this machine but 1 GPU.*launch --num_processes 1 per machine")
