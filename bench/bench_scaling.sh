@@ -9,7 +9,8 @@
 #       EPOCHS    passes over the N samples (the curve may trade epochs for samples)
 #       STANDARD  bench_quality.sh's WORK (its data/ holds the standard set; default quality-data)
 #       WORK      where the N-sample sets go (default scaling-data)
-#       OUT       where runs and submissions go (default runs/scaling)
+#       OUT       where runs go (default runs/scaling): OUT/CONFIG_nN_eEPOCHS/ holds fold0/ and
+#                 the test submission with its metrics.json (overall and per SNR bin)
 #
 # For each N it generates a training-only set of N + 16,000 samples (seed 1000 + N / 16000, so
 # no sample repeats the standard set's) with the generator's default SNR distribution, lends it
@@ -74,4 +75,4 @@ step "train_${RUN}" $PY -m train --config "configs/train/$CONFIG.yaml" \
   store="$SET/cache/train.zarr" out="$OUT" name="$RUN" n_folds=$FOLDS fold=0 \
   epochs="$EPOCHS" warmup_epochs="${WARMUP:-$(awk "BEGIN { print $EPOCHS / 10 }")}" progress=false resume=auto
 step "infer_${RUN}" $PY -m infer --runs "$OUT/$RUN" --store "$SET/cache/test.zarr" \
-  --out "$OUT/$RUN.csv" --truth "$STANDARD/data/truth.csv" --quiet
+  --out "$OUT/$RUN/submission.csv" --truth "$STANDARD/data/truth.csv" --quiet
