@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench quality clean
 
 # Re-install whenever the package metadata changes; the stamp makes repeat runs instant.
 $(STAMP): setup.cfg pyproject.toml
@@ -29,6 +29,14 @@ bench: install
 	$(PY) bench/bench_loader.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_infer.py
+	$(PY) bench/bench_models.py
+
+# The quality table (about 2 h here): oracle, matched-filter bank, CQT and 1D CPU models and
+# their stack on the standard synthetic set; then the 1D data-scaling points (hours each).
+quality: install
+	bash bench/bench_quality.sh
+	bash bench/bench_scaling.sh 64000 cpu1d 3
+	WARMUP=0.1 bash bench/bench_scaling.sh 256000 cpu1d 1
 
 clean:
 	rm -rf runs/demo demo-data
