@@ -24,13 +24,7 @@ EPOCHS_ARG=${EPOCHS:+epochs=$EPOCHS}
 mkdir -p "$OUT"
 : > "$OUT/times.txt"
 
-step() {  # step NAME COMMAND...: run it, print and keep its wall time
-  local name=$1 start
-  shift
-  start=$(date +%s)
-  "$@"
-  echo "$name $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt"
-}
+source bench/step.sh
 
 if [ ! -f "$WORK/data/truth.csv" ]; then
   step synth $PY -m data.synth --out "$WORK/data" --n-train 20000 --n-test 5000 --seed 1 --jobs 2

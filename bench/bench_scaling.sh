@@ -44,13 +44,7 @@ FOLDS=$(( N / 16000 + 1 ))
 RUN="${CONFIG}_n${N}_e${EPOCHS}"
 mkdir -p "$OUT"
 
-step() {  # step NAME COMMAND...: run it, print and keep its wall time
-  local name=$1 start
-  shift
-  start=$(date +%s)
-  "$@"
-  echo "$name $(( $(date +%s) - start )) s" | tee -a "$OUT/times.txt"
-}
+source bench/step.sh
 
 complete() {  # both stores finished (data.store.require_complete)
   $PY -c 'import sys; from data.store import require_complete as r; [r(p) for p in sys.argv[1:]]' \

@@ -200,18 +200,23 @@ def test_inference_stops_naming_the_chunk(tmp_path, kind):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("kind", list(DAMAGE))
-def test_training_stops_naming_the_chunk(tmp_path, kind, capsys):
+def _train_fails(store: Path, out: Path, capsys) -> str:
+    """Train a tiny model on ``store`` in this process: it must exit 2; its last stderr line."""
     from train.cli import main
 
+    with pytest.raises(SystemExit) as e:
+        main([f"store={store}", f"out={out}", "name=bad", "model.name=test_efficientnet",
+              "batch_size=16", "epochs=1", "n_folds=4", "fold=0", "loader.num_workers=0"])
+    assert e.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_training_stops_naming_the_chunk(tmp_path, kind, capsys):
     path = _conftest("train").build_store(tmp_path / "train.zarr", n=96, chunk_size=32)
     damage(path, kind, chunk=2)
     out = tmp_path / "runs"
-    with pytest.raises(SystemExit) as e:
-        main([f"store={path}", f"out={out}", "name=bad", "model.name=test_efficientnet",
-              "batch_size=16", "epochs=1", "n_folds=4", "fold=0", "loader.num_workers=0"])
-    assert e.value.code == 2
-    message = capsys.readouterr().err.strip().splitlines()[-1]
+    message = _train_fails(path, out, capsys)
     assert message.startswith("g2net-train: error: ")
     assert re.search(_culprit(path, kind, samples="64-95"), message), message
     assert not (out / "bad" / "fold0" / "best.safetensors").exists()
@@ -253,16 +258,11 @@ def test_changed_metadata_is_refused(tmp_path, kind):
 def test_training_and_inference_refuse_changed_metadata(tmp_path, capsys):
     from infer.cli import run
     from infer.config import InferConfig
-    from train.cli import main
 
     path = _conftest("train").build_store(tmp_path / "train.zarr", n=96, chunk_size=32)
     damage_metadata(path, "channel_stats")
     out = tmp_path / "runs"
-    with pytest.raises(SystemExit) as e:
-        main([f"store={path}", f"out={out}", "name=bad", "model.name=test_efficientnet",
-              "batch_size=16", "epochs=1", "n_folds=4", "fold=0", "loader.num_workers=0"])
-    assert e.value.code == 2
-    message = capsys.readouterr().err.strip().splitlines()[-1]
+    message = _train_fails(path, out, capsys)
     assert message.startswith(f"g2net-train: error: {path}: metadata: the zarr.json files do "
                               "not match"), message
     assert not (out / "bad").exists()
