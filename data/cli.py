@@ -85,9 +85,9 @@ def error_exit(e: BaseException, user_errors: tuple[type[BaseException], ...] = 
     if isinstance(e, KeyboardInterrupt):
         return INTERRUPTED, "interrupted" + (f"; {rerun}" if rerun else "")
     if isinstance(e, user_errors + data_errors()):
-        code, message = USER_ERROR, str(e)
+        code, message = USER_ERROR, _unwrap_worker(str(e))
     elif isinstance(e, runtime_errors):
-        code, message = RUNTIME_FAILURE, str(e)
+        code, message = RUNTIME_FAILURE, _unwrap_worker(str(e))
     elif isinstance(e, OSError):
         return RUNTIME_FAILURE, os_error_message(e, rerun)
     else:
@@ -97,6 +97,20 @@ def error_exit(e: BaseException, user_errors: tuple[type[BaseException], ...] = 
             message += f" ({hint})"
             break
     return code, message
+
+
+def _unwrap_worker(message: str) -> str:
+    """The original message of an exception raised in a DataLoader worker process.
+
+    torch re-raises it in the main process with its message replaced by ``"Caught X in
+    DataLoader worker process N.\nOriginal Traceback (most recent call last): ... \n
+    module.X: MESSAGE"``; every message here is one line, so MESSAGE is the last line, after
+    the exception's qualified name."""
+    if "in DataLoader worker process" not in message or "Original Traceback" not in message:
+        return message
+    last = message.rstrip().splitlines()[-1]
+    name, sep, original = last.partition(": ")
+    return original if sep and " " not in name else last
 
 
 def exit_with(prog: str, code: int, message: str) -> NoReturn:
