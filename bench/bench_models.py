@@ -31,7 +31,7 @@ IMAGE = (3, 46, 129)  # the default preset's CQT image
 WAVE = (3, 4096)  # 2 s of whitened strain at 2048 Hz
 
 
-def steps_per_s(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
+def samples_per_s(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
     """Samples per second over ``steps`` training steps (after one untimed warm-up step)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     y = torch.rand(x.shape[0], 1)
@@ -67,7 +67,7 @@ def main() -> None:
     for r in range(args.rounds):
         order = args.models if r % 2 == 0 else args.models[::-1]
         for name in order:
-            rates[name].append(steps_per_s(models[name], inputs[name], args.steps))
+            rates[name].append(samples_per_s(models[name], inputs[name], args.steps))
         print(f"round {r + 1}: " + ", ".join(f"{n} {rates[n][-1]:.1f}/s" for n in args.models),
               flush=True)
     first = statistics.median(rates[args.models[0]])

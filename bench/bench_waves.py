@@ -22,15 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_preprocess import du  # noqa: E402  (this directory, run as a script)
+
 from data.config import load_config  # noqa: E402
 from preprocess import pipeline  # noqa: E402
 from preprocess.config import PreprocessConfig  # noqa: E402
 
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "preprocess" / "default.yaml"
-
-
-def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def one(data: Path, cache: Path, waves: bool) -> tuple[float, int, dict[str, int]]:

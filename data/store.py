@@ -344,8 +344,7 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
     try:
         g = _open_group(path, mode)
     except ValueError as e:  # zarr.json that is not JSON, or not a group's
-        raise StoreDamaged(_damage_message(str(path), "zarr.json", f"unreadable metadata ({e})"),
-                           "zarr.json", "unreadable metadata") from None
+        raise _unreadable_metadata(path, "zarr.json", e) from None
     version = g.attrs.get("schema_version")
     if version != SCHEMA_VERSION:
         raise StoreError(
@@ -443,6 +442,11 @@ def finalize(g: zarr.Group) -> dict:
     return stats
 
 
+def _unreadable_metadata(root: str | Path, where: str, e: Exception) -> StoreDamaged:
+    reason = f"unreadable metadata ({e})"
+    return StoreDamaged(_damage_message(str(root), where, reason), where, reason)
+
+
 def metadata_sha256(path: str | Path) -> str:
     """SHA-256 of a store's metadata as it is on disk: the group's attributes (less
     ``metadata_sha256`` itself) and every array's ``zarr.json`` (shape, dtype, chunks, codecs),
@@ -450,12 +454,11 @@ def metadata_sha256(path: str | Path) -> str:
     root = Path(path)
     meta = {}
     for f in sorted([root / "zarr.json", *root.glob("*/zarr.json")]):
+        where = f.relative_to(root).as_posix()
         try:
-            meta[f.relative_to(root).as_posix()] = json.loads(f.read_bytes())
+            meta[where] = json.loads(f.read_bytes())
         except (OSError, ValueError) as e:
-            raise StoreDamaged(_damage_message(str(root), f.relative_to(root).as_posix(),
-                                               f"unreadable metadata ({e})"),
-                               f.relative_to(root).as_posix(), "unreadable metadata") from None
+            raise _unreadable_metadata(root, where, e) from None
     meta["zarr.json"].get("attributes", {}).pop("metadata_sha256", None)
     text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -471,10 +474,9 @@ def check_seal(g: zarr.Group) -> None:
     """StoreDamaged unless the store's metadata is what :func:`seal` recorded."""
     root = g.store.root
     if g.attrs.get("metadata_sha256") != metadata_sha256(root):
-        raise StoreDamaged(
-            _damage_message(str(root), "metadata", "the zarr.json files do not match the "
-                            "SHA-256 recorded when the store was finished (changed on disk)"),
-            "metadata", "metadata changed")
+        reason = ("the zarr.json files do not match the SHA-256 recorded when the store was "
+                  "finished (changed on disk)")
+        raise StoreDamaged(_damage_message(str(root), "metadata", reason), "metadata", reason)
 
 
 def bad_samples(g: zarr.Group) -> list[dict]:

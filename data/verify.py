@@ -141,7 +141,7 @@ def verify_store(path: Path, progress: bool = True) -> Report:
         try:
             zstore.check_seal(g)
         except zstore.StoreDamaged as e:
-            problems.append(str(e).removeprefix(f"{path}: ").split("; the store is damaged")[0])
+            problems.append(f"{e.where}: {e.reason}")
     else:
         report.unfinished = (f"unfinished: {n_done} of {done.size} chunks done (re-run the "
                              "same preprocess command to finish it)")

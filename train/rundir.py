@@ -23,7 +23,6 @@ sample's out-of-fold prediction once).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -36,7 +35,7 @@ from data.history import (  # noqa: F401  (the run's contract)
     read_history,
     write_history,
 )
-from data.modelcard import OOF_FILE, read_oof, write_oof  # noqa: F401
+from data.modelcard import OOF_FILE, file_sha256, read_oof, write_oof  # noqa: F401
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -81,14 +80,6 @@ class CheckpointDamaged(ValueError):
     """A checkpoint whose files are not the ones its COMPLETE recorded."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checkpoint_files(checkpoint: Path) -> list[Path]:
     return sorted(p for p in Path(checkpoint).rglob("*")
                   if p.is_file() and not p.name.startswith(COMPLETE))
@@ -99,7 +90,7 @@ def mark_complete(checkpoint: Path, summary: dict) -> None:
     It holds ``summary`` and ``files``: the SHA-256 of every file of the checkpoint, by path
     relative to it (what :func:`verify_checkpoint` checks)."""
     checkpoint = Path(checkpoint)
-    files = {p.relative_to(checkpoint).as_posix(): _sha256(p)
+    files = {p.relative_to(checkpoint).as_posix(): file_sha256(p)
              for p in _checkpoint_files(checkpoint)}
     tmp = checkpoint / (COMPLETE + ".tmp")
     tmp.write_text(json.dumps({**summary, "files": files}) + "\n")
@@ -127,7 +118,7 @@ def verify_checkpoint(checkpoint: Path) -> bool:
         path = checkpoint / name
         if not path.is_file():
             raise CheckpointDamaged(f"{path}: missing from the checkpoint; {remedy}")
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             raise CheckpointDamaged(f"{path}: damaged on disk (its SHA-256 is not the one "
                                     f"recorded when it was saved); {remedy}")
     return True

@@ -311,6 +311,23 @@ def test_a_damaged_checkpoint_is_refused_on_resume(single, train_store, tmp_path
     assert [int(h["epoch"]) for h in _history(fold)] == [1, 2, 3, 4]
 
 
+@pytest.mark.timeout(240)
+def test_a_checkpoint_without_checksums_resumes_with_a_warning(single, train_store, tmp_path):
+    """A checkpoint saved before COMPLETE recorded checksums (its ``files`` removed, for real,
+    from the file on disk): resume=auto loads it, saying that it is unverified."""
+    shutil.copytree(single.parent, tmp_path / "single")
+    fold = tmp_path / "single" / "fold0"
+    newest = _newest_checkpoint(fold)
+    mark = json.loads((newest / "COMPLETE").read_text())
+    del mark["files"]
+    (newest / "COMPLETE").write_text(json.dumps(mark) + "\n")
+    done = _run(*SMALL, f"store={train_store}", f"out={tmp_path}", "name=single", "epochs=4",
+                "resume=auto")
+    assert f"{newest} was saved before checkpoints carried checksums: loading it unverified" \
+        in done.stderr
+    assert f"resumed from {newest}" in done.stderr
+
+
 @pytest.mark.timeout(300)
 def test_two_processes(single, train_store, tmp_path):
     """accelerate launch --multi_gpu --num_processes 2 with no GPU visible (also where there
