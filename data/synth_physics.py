@@ -52,7 +52,8 @@ Sample rate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import lal
@@ -368,3 +369,128 @@ def oracle_statistic(data: np.ndarray, template: np.ndarray) -> float:
     sigma = np.where(sigma > 0, sigma, np.inf)
     power = np.sum(np.abs(z[:, lags]) ** 2 / sigma[:, None] ** 2, axis=0)
     return float(np.sqrt(power.max()))
+
+
+def _whittle_terms(window_data: np.ndarray, window_templates: np.ndarray):
+    """<d_i, h_i> and <h_i, h_i> (4 Re sum_f a b* / S_i df over 20-1000 Hz) of Tukey-windowed
+    (3, N_TIME) data and (..., 3, N_TIME) templates: two (..., 3) arrays."""
+    band = _band(N_TIME, SAMPLE_RATE)
+    psd = noise_psd()[:, band]
+    delta_f = 1.0 / (N_TIME * DELTA_T)
+    d = np.fft.rfft(window_data, axis=-1)[:, band] * DELTA_T
+    h = np.fft.rfft(window_templates, axis=-1)[..., band] * DELTA_T
+    inner = 4.0 * delta_f * np.sum((d * np.conj(h)).real / psd, axis=-1)
+    norm = 4.0 * delta_f * np.sum((h.real**2 + h.imag**2) / psd, axis=-1)
+    return inner, norm
+
+
+def log_likelihood_ratio(data: np.ndarray, templates: np.ndarray) -> np.ndarray:
+    """ln L of "data = noise + template" against "data = noise", for each template: (L,).
+
+    data: (3, N_TIME) strain; templates: (L, 3, N_TIME) strain, every detector's signal as it
+    would lie in the sample. ln L = sum_i <d_i, h_i> - <h_i, h_i> / 2 with the oracle's
+    Tukey window on both, over 20-1000 Hz against :func:`noise_psd` (Whittle's approximation;
+    <h, h> is the template's optimal SNR squared, up to the window).
+    """
+    window = _oracle_window()
+    templates = np.asarray(templates, dtype=np.float64)
+    inner, norm = _whittle_terms(data * window, templates * window)
+    return np.sum(inner - 0.5 * norm, axis=-1)
+
+
+def shifted_inner_products(
+    data: np.ndarray,
+    source: Source,
+    scale: float,
+    merger_times: tuple[float, float],
+    norm_step: int = 8,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """<d, h> and <h, h> (summed over detectors, as in :func:`log_likelihood_ratio`) of
+    ``source`` at amplitude ``scale`` (the factor :func:`snr_scale` gave it) merging at every
+    whole-sample shift of its own merger time that stays inside ``merger_times`` (s):
+    ``(inner (n_lags,), norm (n_lags,), k)``. Entry j merges ``k - j`` samples after the
+    source's own merger; entry k is the source unshifted.
+
+    One waveform covers every shift: made from the start frequency the latest merger needs
+    and projected into a window ``n_lags - 1`` samples longer than the sample, so a shifted
+    template is a slice of it, with the inspiral a later merger brings into the sample (not a
+    circular wrap). <d, h> at every shift is one correlation of the whitened data with that
+    waveform; <h, h> changes slowly with the shift (the window's tapers), so it is computed
+    every ``norm_step`` shifts and at both ends, and interpolated linearly between.
+    """
+    t = source.merger_time
+    k_min = math.ceil((merger_times[0] - t) * SAMPLE_RATE)
+    k_max = math.floor((merger_times[1] - t) * SAMPLE_RATE)
+    if k_min > 0 or k_max < 0:
+        raise ValueError(f"merger time {t} s is outside {merger_times}")
+    n_lags = k_max - k_min + 1
+    hp, hc, t_first = polarisations(replace(source, merger_time=t + k_max * DELTA_T))
+    fplus, fcross, delay = antenna_patterns(source.ra, source.dec, source.psi)
+    # Window j .. j + N_TIME of the long one holds the template merging (k_max - j) samples
+    # after t; window k_max is the sample itself.
+    first = (t + t_first) * SAMPLE_RATE + k_max
+    long = project_waveform(hp, hc, first, N_TIME + n_lags - 1, fplus, fcross, delay) * scale
+
+    window = _oracle_window()
+    band = _band(N_TIME, SAMPLE_RATE)
+    psd = noise_psd()[:, band]
+    delta_f = 1.0 / (N_TIME * DELTA_T)
+    # <d, g> = sum_n g(n) q(n) for any real g: q = Re ifft of 4 df D(f) / S(f), times dt.
+    spec = np.zeros((len(DETECTORS), N_TIME), dtype=complex)
+    spec[:, band] = 4.0 * delta_f * np.fft.rfft(data * window, axis=-1)[:, band] * DELTA_T / psd
+    q = (np.fft.ifft(spec, axis=-1) * N_TIME).real * DELTA_T * window
+    n_fft = 1 << (N_TIME + long.shape[-1]).bit_length()
+    corr = np.fft.irfft(np.conj(np.fft.rfft(q, n_fft)) * np.fft.rfft(long, n_fft), n_fft)
+    inner = corr[:, :n_lags].sum(axis=0)  # sum_i sum_n q_i(n) long_i(n + j)
+
+    at = np.unique(np.r_[np.arange(0, n_lags, norm_step), n_lags - 1, k_max])
+    slices = np.stack([long[:, j : j + N_TIME] for j in at]) * window
+    _, norm_at = _whittle_terms(data * window, slices)  # (len(at), 3)
+    norm = np.interp(np.arange(n_lags), at, norm_at.sum(axis=-1))
+    return inner, norm, k_max
+
+
+def snr_marginal_log_likelihood_ratio(
+    inner: np.ndarray, norm: np.ndarray, network_snr: float, snr_range: tuple[float, float]
+) -> np.ndarray:
+    """ln L of a template whose network SNR is unknown, uniform in ``snr_range``, its shape
+    known: the mean over rho of exp(rho a - rho^2 b / 2), in closed form.
+
+    inner, norm: <d, h> and <h, h> (any shape) of the template ``h`` at ``network_snr``; with
+    u = h / network_snr, a = <d, u> and b = <u, u>, and
+    int exp(rho a - rho^2 b / 2) d rho = sqrt(2 pi / b) exp(a^2 / 2b) [Phi(sqrt(b) (hi - a/b))
+    - Phi(sqrt(b) (lo - a/b))].
+    """
+    from scipy.special import log_ndtr
+
+    lo, hi = snr_range
+    a = np.asarray(inner) / network_snr
+    b = np.asarray(norm) / network_snr**2
+    mean = a / b
+    upper = log_ndtr(np.sqrt(b) * (hi - mean))
+    lower = log_ndtr(np.sqrt(b) * (lo - mean))
+    log_mass = upper + np.log1p(-np.exp(lower - upper))
+    return a**2 / (2 * b) + 0.5 * np.log(2 * np.pi / b) + log_mass - np.log(hi - lo)
+
+
+def _log_mean_exp(x: np.ndarray) -> float:
+    top = float(np.max(x))
+    return top + float(np.log(np.mean(np.exp(x - top))))
+
+
+def time_marginal_log_likelihood_ratio(
+    data: np.ndarray,
+    source: Source,
+    scale: float,
+    merger_times: tuple[float, float],
+    snr_range: tuple[float, float] | None = None,
+) -> float:
+    """ln L of ``source`` at ``scale`` with its merger time unknown, uniform over
+    ``merger_times`` (s): the mean of L over every whole-sample shift there
+    (:func:`shifted_inner_products`). With ``snr_range``, its network SNR is unknown too,
+    uniform there (:func:`snr_marginal_log_likelihood_ratio`)."""
+    inner, norm, k = shifted_inner_products(data, source, scale, merger_times)
+    if snr_range is None:
+        return _log_mean_exp(inner - 0.5 * norm)
+    network_snr = float(np.sqrt(np.sum(optimal_snr(project(source) * scale) ** 2)))
+    return _log_mean_exp(snr_marginal_log_likelihood_ratio(inner, norm, network_snr, snr_range))
