@@ -286,7 +286,8 @@ def train_fold(cfg: TrainConfig) -> dict:
     optimizer = create_optimizer_v2(net, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(torch.compile(net) if cfg.compile else net, optimizer)
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
-    ema = ModelEmaV3(unwrapped, decay=cfg.ema_decay) if cfg.ema else None
+    ema = (ModelEmaV3(unwrapped, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup,
+                      warmup_power=3 / 4) if cfg.ema else None)
     total = cfg.epochs * updates_per_epoch
     warmup = min(int(round(cfg.warmup_epochs * updates_per_epoch)), total - 1)
     # Stepped by hand per optimizer step (t_in_epochs=False): accelerate does not wrap it.

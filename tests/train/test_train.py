@@ -169,6 +169,21 @@ WAVES = ["model.name=g2net_1d_small", "augment.flip_p=0.5", "augment.swap_p=0.5"
          "augment.mask_p=0.5", "augment.mask_max=200"]
 
 
+def test_ema_warmup_follows_the_weights_of_a_short_run(train_store, tmp_path):
+    """One short epoch at decay 0.999: the plain average is still mostly the initial weights,
+    the warmed-up one (timm's ramp) follows the trained weights."""
+    gaps = {}
+    for warmup in ("false", "true"):
+        _run(*SMALL, f"store={train_store}", f"out={tmp_path}", f"name=w{warmup}", "epochs=1",
+             "ema=true", "ema_decay=0.999", f"ema_warmup={warmup}", "loader.num_workers=0")
+        fold = tmp_path / f"w{warmup}" / "fold0"
+        ema = _weights(fold / "best.safetensors")  # the EMA weights when ema=true
+        raw = _weights(_newest_checkpoint(fold) / "model.safetensors")
+        gaps[warmup] = sum(float((ema[k].float() - raw[k].float()).norm() ** 2)
+                           for k in raw if raw[k].is_floating_point()) ** 0.5
+    assert gaps["true"] < 0.3 * gaps["false"], gaps
+
+
 @pytest.fixture(params=["images", "waves"])
 def kind_store(request, train_store, waves_store):
     """(store, model overrides) for a CQT model on images and a 1D CNN on waves."""
