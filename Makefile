@@ -32,9 +32,12 @@ bench: install
 	$(PY) bench/bench_models.py
 
 # The quality table (about 2 h here): oracle, matched-filter bank, CQT and 1D CPU models and
-# their stack on the standard synthetic set; then the 1D data-scaling points (hours each).
+# their stack on the standard synthetic set, and the likelihood-ratio bounds on the same
+# samples (12 min); then the 1D data-scaling points (hours each).
 quality: install
 	bash bench/bench_quality.sh
+	$(PY) bench/bench_ceiling.py --data quality-data/data --out runs/quality/ceiling --jobs 2 \
+	  --compare bank=runs/quality/mf.csv stack=runs/quality/submission.csv
 	bash bench/bench_scaling.sh 64000 cpu1d 3
 	WARMUP=0.1 bash bench/bench_scaling.sh 256000 cpu1d 1
 
