@@ -33,11 +33,13 @@ bench: install
 
 # The quality table (about 2 h here): oracle, matched-filter bank, CQT and 1D CPU models and
 # their stack on the standard synthetic set, and the likelihood-ratio bounds on the same
-# samples (12 min); then the 1D data-scaling points (hours each).
+# samples (12 min); the CQT presets compared by AUC (about 3 h); then the 1D data-scaling
+# points (hours each).
 quality: install
 	bash bench/bench_quality.sh
 	$(PY) bench/bench_ceiling.py --data quality-data/data --out runs/quality/ceiling --jobs 2 \
 	  --compare bank=runs/quality/mf.csv stack=runs/quality/submission.csv
+	bash bench/bench_presets.sh quality-data runs/presets 2 default bpo12 bpo16h16 seed
 	bash bench/bench_scaling.sh 64000 cpu1d 3
 	WARMUP=0.1 bash bench/bench_scaling.sh 256000 cpu1d 1
 

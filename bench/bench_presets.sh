@@ -17,9 +17,10 @@
 # bins per octave; bpo16h16 = 16 bins per octave and hop 16; seed =
 # configs/preprocess/seed.yaml (40 bins per octave, hop 16, filter scale 0.25). The time-shift
 # augmentation is kept at the same 125 ms for every hop. No weight EMA: at decay 0.998 per step
-# it would still hold a third of the initial weights after the 500 steps of two epochs. Presets are independent: run two
-# invocations side by side (OMP_NUM_THREADS=1 each) on a 2-core machine. Re-running resumes.
-# The bank's submission is read from STANDARD/mf.csv when it exists (bench_quality.sh's OUT).
+# it would still hold a third of the initial weights after the 500 steps of two epochs.
+# Presets are independent: run two invocations side by side (OMP_NUM_THREADS=1 each) on a
+# 2-core machine. Re-running resumes. The bank's submission: BANK_CSV, else STANDARD/mf.csv or
+# runs/quality/mf.csv (where bench_quality.sh leaves it), when one exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -31,8 +32,8 @@ shift 3
 mkdir -p "$OUT/runs"
 source bench/step.sh
 : >> "$OUT/times.txt"
-BANK=()
-for f in "$STANDARD/mf.csv" "$STANDARD/../mf.csv"; do
+BANK=()  # the bank's figures beside each preset's, when its submission is found
+for f in ${BANK_CSV:-} "$STANDARD/mf.csv" runs/quality/mf.csv; do
   if [ -f "$f" ]; then BANK=(--bank "$f"); break; fi
 done
 
