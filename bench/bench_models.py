@@ -1,7 +1,7 @@
 """Training cost per sample of the CPU models, side by side in one run: what "at equal
 training time" means when two models are compared by AUC.
 
-    .venv/bin/python bench/bench_models.py [--models resnet18 g2net_1d_small ...]
+    .venv/bin/python bench/bench_models.py [--models resnet18 g2net_1d_small resnet18@HxW ...]
                                            [--threads 1] [--rounds 5] [--steps 8]
 
 Each model takes training steps (forward, backward, AdamW step; batch 64, from memory, no
@@ -9,6 +9,10 @@ loader) on its own input: a default-preset CQT image (3, 46, 129) for an image m
 whitened strain (3, 4096) for a 1D model (``data.models1d``). Rounds alternate between the
 models so that load from other programs hits them alike; prints each round's samples/s, the
 median per model and each model's time per sample relative to the first model's.
+
+An image model takes another image size as ``NAME@HxW``: the CQT presets' costs side by side,
+    bench_models.py --models resnet18 resnet18@69x129 resnet18@91x257 resnet18@232x257
+(default, 12 bins per octave, 16 bins per octave and hop 16, the seed's preset).
 """
 
 from __future__ import annotations
@@ -57,12 +61,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     models, inputs = {}, {}
-    for name in args.models:
-        models[name] = timm.create_model(name, pretrained=False, num_classes=1, in_chans=3)
-        shape = WAVE if name in models1d.WAVE_MODELS else IMAGE
-        inputs[name] = torch.randn(args.batch_size, *shape)
-        n_params = sum(p.numel() for p in models[name].parameters())
-        print(f"{name}: {n_params / 1e6:.2f} M parameters, input {shape}")
+    for spec in args.models:
+        name, _, size = spec.partition("@")  # resnet18@91x257: that image size
+        models[spec] = timm.create_model(name, pretrained=False, num_classes=1, in_chans=3)
+        if name in models1d.WAVE_MODELS:
+            shape = WAVE
+        else:
+            shape = (3, *map(int, size.split("x"))) if size else IMAGE
+        inputs[spec] = torch.randn(args.batch_size, *shape)
+        n_params = sum(p.numel() for p in models[spec].parameters())
+        print(f"{spec}: {n_params / 1e6:.2f} M parameters, input {shape}")
     rates: dict[str, list[float]] = {name: [] for name in args.models}
     for r in range(args.rounds):
         order = args.models if r % 2 == 0 else args.models[::-1]
