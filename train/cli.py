@@ -49,6 +49,7 @@ from data import devices, modelcard
 from data import store as zstore
 from data.cli import cli_errors
 from data.config import (
+    MISSING,
     ConfigError,
     config_help,
     dict_diff,
@@ -396,8 +397,16 @@ _RESUMABLE = {"resume", "out", "loader.num_workers", "checkpoint_every_steps",
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
-    """Dotted keys whose values differ between two ``to_dict`` configs, except _RESUMABLE."""
-    return [f"{k}: {a} -> {b}" for k, a, b in dict_diff(old, new) if k not in _RESUMABLE]
+    """Dotted keys whose values differ between two ``to_dict`` configs, except _RESUMABLE and
+    keys that ``old`` (a run saved by an earlier version) lacks and ``new`` holds at their
+    default: a key added with the old behaviour as its default changes nothing."""
+    def leaves(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+
+    defaults = dict(leaves(to_dict(TrainConfig())))
+    return [f"{k}: {'absent' if a is MISSING else a} -> {b}" for k, a, b in dict_diff(old, new)
+            if k not in _RESUMABLE and not (a is MISSING and k in defaults and b == defaults[k])]
 
 
 def model_card(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> modelcard.ModelCard:
