@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import layout, synth  # noqa: E402
 from data import synth_physics as physics  # noqa: E402
 from infer.config import InferConfig  # noqa: E402
+from infer.predict import submission_order  # noqa: E402
 from infer.score import align_truth, format_scores, read_truth, score  # noqa: E402
 
 
@@ -64,12 +65,14 @@ def genie_statistics(args: tuple[str, synth.PlannedSample, str]) -> tuple[float,
             "with other settings or another lalsuite than this one (see its synth.yaml)"
         )
     scale = physics.REFERENCE_DISTANCE_MPC / sample.distance
+    network_snr = float(np.sqrt(np.sum(sample.snr**2)))  # the drawn SNR of its template
     known = physics.log_likelihood_ratio(sample.strain, sample.signal[None])[0]
     times = synth.MERGER_TIME_RANGE
     no_time = physics.time_marginal_log_likelihood_ratio(sample.strain, sample.source, scale,
                                                          times)
     no_snr = (physics.time_marginal_log_likelihood_ratio(sample.strain, sample.source, scale,
-                                                         times, snr_range=snr.params)
+                                                         times, snr_range=snr.params,
+                                                         network_snr=network_snr)
               if snr.kind == "uniform" else float("nan"))
     return float(known), no_time, no_snr
 
@@ -87,21 +90,20 @@ def main() -> None:
 
     root = Path(args.data)
     meta = yaml.safe_load((root / "synth.yaml").read_text())
-    items = [i for i in synth.plan(meta["seed"], meta["n_train"], meta["n_test"])
-             if i.split == args.split][: args.limit]
+    split = [i for i in synth.plan(meta["seed"], meta["n_train"], meta["n_test"])
+             if i.split == args.split]
+    items = split[: args.limit]
     if not items:
         raise SystemExit(f"{root}: split {args.split} has no samples")
     truth = read_truth(root / "truth.csv")
     ids = [i.id for i in items]
+    align_truth(truth, ids, "truth.csv")  # before the long part
     others = {}
-    for spec in args.compare:
+    for spec in args.compare:  # each a submission of the whole split; its first --limit rows
         name, _, path = spec.partition("=")
         sub_ids, values = layout.read_labels(path)
-        position = {s: k for k, s in enumerate(sub_ids)}
-        missing = [s for s in ids if s not in position]
-        if missing:
-            raise SystemExit(f"{path}: {len(missing)} samples missing, e.g. {missing[0]}")
-        others[name] = np.asarray([values[position[s]] for s in ids], dtype=np.float64)
+        order = submission_order(sub_ids, [i.id for i in split], path, f"split {args.split}")
+        others[name] = values[order][: len(ids)]
 
     start = time.perf_counter()
     work = [(str(root), item, meta["snr"]) for item in items]
@@ -119,7 +121,6 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, values in genies.items():
         layout.write_labels(out / f"{name}.csv", ids, [repr(float(v)) for v in values])
-    align_truth(truth, ids, "truth.csv")
     bound = genies.pop(tightest)
     result = score(ids, bound, truth, InferConfig().snr_bins, "truth.csv",
                    others={**genies, **others})

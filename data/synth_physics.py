@@ -60,6 +60,7 @@ import lal
 import lalsimulation
 import numpy as np
 from scipy.signal.windows import tukey
+from scipy.special import log_ndtr, logsumexp
 
 from data.layout import DETECTORS, N_TIME, SAMPLE_RATE
 
@@ -371,17 +372,17 @@ def oracle_statistic(data: np.ndarray, template: np.ndarray) -> float:
     return float(np.sqrt(power.max()))
 
 
-def _whittle_terms(window_data: np.ndarray, window_templates: np.ndarray):
-    """<d_i, h_i> and <h_i, h_i> (4 Re sum_f a b* / S_i df over 20-1000 Hz) of Tukey-windowed
-    (3, N_TIME) data and (..., 3, N_TIME) templates: two (..., 3) arrays."""
-    band = _band(N_TIME, SAMPLE_RATE)
-    psd = noise_psd()[:, band]
+def _band_spectrum(x: np.ndarray) -> np.ndarray:
+    """DFT (times dt) of (..., 3, N_TIME) windowed strain on the 20-1000 Hz band: (..., 3, K)."""
+    return np.fft.rfft(x, axis=-1)[..., _band(N_TIME, SAMPLE_RATE)] * DELTA_T
+
+
+def _inner(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """<a_i, b_i> = 4 Re sum_f a b* / S_i df over the band of :func:`_band_spectrum` outputs
+    (..., 3, K): (..., 3)."""
+    psd = noise_psd()[:, _band(N_TIME, SAMPLE_RATE)]
     delta_f = 1.0 / (N_TIME * DELTA_T)
-    d = np.fft.rfft(window_data, axis=-1)[:, band] * DELTA_T
-    h = np.fft.rfft(window_templates, axis=-1)[..., band] * DELTA_T
-    inner = 4.0 * delta_f * np.sum((d * np.conj(h)).real / psd, axis=-1)
-    norm = 4.0 * delta_f * np.sum((h.real**2 + h.imag**2) / psd, axis=-1)
-    return inner, norm
+    return 4.0 * delta_f * np.sum((a * np.conj(b)).real / psd, axis=-1)
 
 
 def log_likelihood_ratio(data: np.ndarray, templates: np.ndarray) -> np.ndarray:
@@ -393,9 +394,9 @@ def log_likelihood_ratio(data: np.ndarray, templates: np.ndarray) -> np.ndarray:
     <h, h> is the template's optimal SNR squared, up to the window).
     """
     window = _oracle_window()
-    templates = np.asarray(templates, dtype=np.float64)
-    inner, norm = _whittle_terms(data * window, templates * window)
-    return np.sum(inner - 0.5 * norm, axis=-1)
+    d = _band_spectrum(data * window)
+    h = _band_spectrum(np.asarray(templates, dtype=np.float64) * window)
+    return np.sum(_inner(d, h) - 0.5 * _inner(h, h), axis=-1)
 
 
 def shifted_inner_products(
@@ -433,20 +434,18 @@ def shifted_inner_products(
 
     window = _oracle_window()
     band = _band(N_TIME, SAMPLE_RATE)
-    psd = noise_psd()[:, band]
     delta_f = 1.0 / (N_TIME * DELTA_T)
     # <d, g> = sum_n g(n) q(n) for any real g: q = Re ifft of 4 df D(f) / S(f), times dt.
     spec = np.zeros((len(DETECTORS), N_TIME), dtype=complex)
-    spec[:, band] = 4.0 * delta_f * np.fft.rfft(data * window, axis=-1)[:, band] * DELTA_T / psd
+    spec[:, band] = 4.0 * delta_f * _band_spectrum(data * window) / noise_psd()[:, band]
     q = (np.fft.ifft(spec, axis=-1) * N_TIME).real * DELTA_T * window
     n_fft = 1 << (N_TIME + long.shape[-1]).bit_length()
     corr = np.fft.irfft(np.conj(np.fft.rfft(q, n_fft)) * np.fft.rfft(long, n_fft), n_fft)
     inner = corr[:, :n_lags].sum(axis=0)  # sum_i sum_n q_i(n) long_i(n + j)
 
     at = np.unique(np.r_[np.arange(0, n_lags, norm_step), n_lags - 1, k_max])
-    slices = np.stack([long[:, j : j + N_TIME] for j in at]) * window
-    _, norm_at = _whittle_terms(data * window, slices)  # (len(at), 3)
-    norm = np.interp(np.arange(n_lags), at, norm_at.sum(axis=-1))
+    h_at = _band_spectrum(np.stack([long[:, j : j + N_TIME] for j in at]) * window)
+    norm = np.interp(np.arange(n_lags), at, _inner(h_at, h_at).sum(axis=-1))
     return inner, norm, k_max
 
 
@@ -461,8 +460,6 @@ def snr_marginal_log_likelihood_ratio(
     int exp(rho a - rho^2 b / 2) d rho = sqrt(2 pi / b) exp(a^2 / 2b) [Phi(sqrt(b) (hi - a/b))
     - Phi(sqrt(b) (lo - a/b))].
     """
-    from scipy.special import log_ndtr
-
     lo, hi = snr_range
     a = np.asarray(inner) / network_snr
     b = np.asarray(norm) / network_snr**2
@@ -473,24 +470,24 @@ def snr_marginal_log_likelihood_ratio(
     return a**2 / (2 * b) + 0.5 * np.log(2 * np.pi / b) + log_mass - np.log(hi - lo)
 
 
-def _log_mean_exp(x: np.ndarray) -> float:
-    top = float(np.max(x))
-    return top + float(np.log(np.mean(np.exp(x - top))))
-
-
 def time_marginal_log_likelihood_ratio(
     data: np.ndarray,
     source: Source,
     scale: float,
     merger_times: tuple[float, float],
     snr_range: tuple[float, float] | None = None,
+    network_snr: float | None = None,
 ) -> float:
     """ln L of ``source`` at ``scale`` with its merger time unknown, uniform over
     ``merger_times`` (s): the mean of L over every whole-sample shift there
     (:func:`shifted_inner_products`). With ``snr_range``, its network SNR is unknown too,
-    uniform there (:func:`snr_marginal_log_likelihood_ratio`)."""
-    inner, norm, k = shifted_inner_products(data, source, scale, merger_times)
+    uniform there (:func:`snr_marginal_log_likelihood_ratio`); ``network_snr`` is then the
+    template's at ``scale`` (:func:`snr_scale`'s)."""
+    inner, norm, _ = shifted_inner_products(data, source, scale, merger_times)
     if snr_range is None:
-        return _log_mean_exp(inner - 0.5 * norm)
-    network_snr = float(np.sqrt(np.sum(optimal_snr(project(source) * scale) ** 2)))
-    return _log_mean_exp(snr_marginal_log_likelihood_ratio(inner, norm, network_snr, snr_range))
+        ln_l = inner - 0.5 * norm
+    elif network_snr is None:
+        raise ValueError("snr_range needs the template's network_snr")
+    else:
+        ln_l = snr_marginal_log_likelihood_ratio(inner, norm, network_snr, snr_range)
+    return float(logsumexp(ln_l) - np.log(ln_l.size))
