@@ -62,10 +62,11 @@ def int_to_id(values: np.ndarray) -> list[str]:
 
 
 def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Read an ``id,target`` CSV; returns ids in file order and targets as int8.
+    """Read an ``id,target`` CSV (labels, or a submission's scores); returns ids in file
+    order and targets as float64.
 
     Raises DataError naming the line for a malformed id, a duplicate id or a target that is
-    not 0/1. (``sample_submission.csv`` targets are checked only for being numbers.)
+    not a number. (Whether labels are 0/1 is for the caller to check.)
     """
     path = Path(path)
     if not path.is_file():
