@@ -6,7 +6,8 @@
 #   bash bench/bench_scaling.sh N CONFIG EPOCHS [STANDARD [WORK [OUT]]]
 #       N         training samples, a multiple of 16,000 (16000, 64000, 256000, ...)
 #       CONFIG    a training config name (cpu1d, cpu, ...)
-#       EPOCHS    passes over the N samples (the curve may trade epochs for samples)
+#       EPOCHS    passes over the N samples (the curve may trade epochs for samples); 0 makes
+#                 the set and stops, so several models can then train on it side by side
 #       STANDARD  bench_quality.sh's WORK (its data/ holds the standard set; default quality-data)
 #       WORK      where the N-sample sets go (default scaling-data)
 #       OUT       where runs go (default runs/scaling): OUT/CONFIG_nN_eEPOCHS/ holds fold0/ and
@@ -64,6 +65,9 @@ if ! complete; then
 fi
 if [ -z "${KEEP_RAW:-}" ] && [ -d "$SET/data/train" ] && complete; then
   rm -rf "$SET/data/train"
+fi
+if (( EPOCHS == 0 )); then
+  exit 0
 fi
 step "train_${RUN}" $PY -m train --config "configs/train/$CONFIG.yaml" \
   store="$SET/cache/train.zarr" out="$OUT" name="$RUN" n_folds=$FOLDS fold=0 \
