@@ -20,7 +20,8 @@
 # N training samples and 16,000 validation samples for every N. The test split is whitened with
 # this set's own training PSD, as a user's would be. The raw training files are deleted once
 # the store is finished (KEEP_RAW=1 keeps them): at 98 KB a sample, 256,000 would hold 27 GB.
-# JOBS=1: the generator in one process (default 2). Warm-up: a tenth of the training
+# JOBS=1: the generator in one process (default 2). TRAIN_ARGS="ema=true ...": more a.b=value
+# overrides for training. Warm-up: a tenth of the training
 # (WARMUP=EPOCHS sets another). Re-running resumes every step (the store, resume=auto). Times
 # go to OUT/times.txt.
 set -euo pipefail
@@ -71,6 +72,7 @@ if (( EPOCHS == 0 )); then
 fi
 step "train_${RUN}" $PY -m train --config "configs/train/$CONFIG.yaml" \
   store="$SET/cache/train.zarr" out="$OUT" name="$RUN" n_folds=$FOLDS fold=0 \
-  epochs="$EPOCHS" warmup_epochs="${WARMUP:-$(awk "BEGIN { print $EPOCHS / 10 }")}" progress=false resume=auto
+  epochs="$EPOCHS" warmup_epochs="${WARMUP:-$(awk "BEGIN { print $EPOCHS / 10 }")}" progress=false resume=auto \
+  ${TRAIN_ARGS:-}
 step "infer_${RUN}" $PY -m infer --runs "$OUT/$RUN" --store "$SET/cache/test.zarr" \
   --out "$OUT/$RUN/submission.csv" --truth "$STANDARD/data/truth.csv" --quiet
