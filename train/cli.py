@@ -400,13 +400,9 @@ def config_changes(old: dict, new: dict) -> list[str]:
     """Dotted keys whose values differ between two ``to_dict`` configs, except _RESUMABLE and
     keys that ``old`` (a run saved by an earlier version) lacks and ``new`` holds at their
     default: a key added with the old behaviour as its default changes nothing."""
-    def leaves(d: dict, prefix: str = ""):
-        for k, v in d.items():
-            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
-
-    defaults = dict(leaves(to_dict(TrainConfig())))
+    off_default = {k for k, _, _ in dict_diff(to_dict(TrainConfig()), new)}
     return [f"{k}: {'absent' if a is MISSING else a} -> {b}" for k, a, b in dict_diff(old, new)
-            if k not in _RESUMABLE and not (a is MISSING and k in defaults and b == defaults[k])]
+            if k not in _RESUMABLE and not (a is MISSING and k not in off_default)]
 
 
 def model_card(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> modelcard.ModelCard:
