@@ -10,9 +10,9 @@ template, which is independent of its data). No statistic of the data alone beat
 false-alarm rate, so no model's AUC can exceed its AUC on the same samples. Two such detectors:
 
 - ``genie_all``: told everything (masses, spins, sky, polarisation, phase, distance, merger
-  time): ln L at the true template (:func:`data.synth_physics.log_likelihood_ratio`);
+  time): ln L at the true template (:func:`data.sim.likelihood.log_likelihood_ratio`);
 - ``genie_time``: told everything but the merger time, which it averages over the generator's
-  prior, uniform in 1.3-1.9 s (:func:`data.synth_physics.time_marginal_log_likelihood_ratio`);
+  prior, uniform in 1.3-1.9 s (:func:`data.sim.likelihood.time_marginal_log_likelihood_ratio`);
 - ``genie_time_snr``: told neither the merger time nor the network SNR (for a set whose SNR
   distribution is uniform), averaging over both priors.
 
@@ -45,19 +45,19 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data import layout, synth  # noqa: E402
-from data import synth_physics as physics  # noqa: E402
+from data import layout  # noqa: E402
+from data.sim import likelihood, physics, samples  # noqa: E402
 from infer.config import InferConfig  # noqa: E402
-from infer.predict import submission_order  # noqa: E402
+from infer.predict.submission import submission_order  # noqa: E402
 from infer.score import align_truth, format_scores, read_truth, score  # noqa: E402
 
 
-def genie_statistics(args: tuple[str, synth.PlannedSample, str]) -> tuple[float, ...]:
+def genie_statistics(args: tuple[str, samples.PlannedSample, str]) -> tuple[float, ...]:
     """ln L of one sample told everything; everything but the merger time; and (for a uniform
     SNR distribution, else NaN) everything but the merger time and the SNR."""
     root, item, snr = args
-    snr = synth.parse_snr(snr)
-    sample = synth.make_sample(np.random.default_rng(item.seed), item.target, snr)
+    snr = samples.parse_snr(snr)
+    sample = samples.make_sample(np.random.default_rng(item.seed), item.target, snr)
     on_disk = layout.load_sample(layout.sample_path(root, item.split, item.id))
     if not np.array_equal(on_disk, sample.strain):
         raise SystemExit(
@@ -66,11 +66,11 @@ def genie_statistics(args: tuple[str, synth.PlannedSample, str]) -> tuple[float,
         )
     scale = physics.REFERENCE_DISTANCE_MPC / sample.distance
     network_snr = float(np.sqrt(np.sum(sample.snr**2)))  # the drawn SNR of its template
-    known = physics.log_likelihood_ratio(sample.strain, sample.signal[None])[0]
-    times = synth.MERGER_TIME_RANGE
-    no_time = physics.time_marginal_log_likelihood_ratio(sample.strain, sample.source, scale,
+    known = likelihood.log_likelihood_ratio(sample.strain, sample.signal[None])[0]
+    times = samples.MERGER_TIME_RANGE
+    no_time = likelihood.time_marginal_log_likelihood_ratio(sample.strain, sample.source, scale,
                                                          times)
-    no_snr = (physics.time_marginal_log_likelihood_ratio(sample.strain, sample.source, scale,
+    no_snr = (likelihood.time_marginal_log_likelihood_ratio(sample.strain, sample.source, scale,
                                                          times, snr_range=snr.params,
                                                          network_snr=network_snr)
               if snr.kind == "uniform" else float("nan"))
@@ -79,7 +79,7 @@ def genie_statistics(args: tuple[str, synth.PlannedSample, str]) -> tuple[float,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="the synthetic set (with synth.yaml, truth.csv)")
+    ap.add_argument("--data", required=True, help="the synthetic set (with truth.csv)")
     ap.add_argument("--out", required=True, help="directory for the CSVs and ceiling.json")
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=None, help="only the first N samples")
@@ -90,7 +90,7 @@ def main() -> None:
 
     root = Path(args.data)
     meta = yaml.safe_load((root / "synth.yaml").read_text())
-    split = [i for i in synth.plan(meta["seed"], meta["n_train"], meta["n_test"])
+    split = [i for i in samples.plan(meta["seed"], meta["n_train"], meta["n_test"])
              if i.split == args.split]
     items = split[: args.limit]
     if not items:

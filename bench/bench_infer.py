@@ -27,16 +27,11 @@ from accelerate import Accelerator
 from data import layout
 from data import store as zstore
 from data.config import to_dict
-from data.modelcard import ModelCard, write_fold
+from data.rundir import ModelCard, write_fold
 from infer.config import InferConfig
-from infer.predict import (
-    build_transform,
-    find_checkpoints,
-    load_fold,
-    predict,
-    raw_inputs,
-    store_inputs,
-)
+from infer.predict.checkpoints import find_checkpoints, load_fold
+from infer.predict.inputs import build_transform, raw_inputs, store_inputs
+from infer.predict.loop import predict
 from preprocess.config import PreprocessConfig, transform_identity
 from preprocess.transforms import Transform, estimate_psd
 

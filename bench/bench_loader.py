@@ -5,8 +5,8 @@
                                  [--epochs 3] [--rounds 5]
 
 Writes a store of random float16 images (the default preprocessing's native size, 3 x 46 x 129)
-to a temporary directory, then times whole epochs of ``data.loader.StoreBlocks`` through a
-``DataLoader`` and ``data.loader.batches`` on one core (torch and the reads single-threaded;
+to a temporary directory, then times whole epochs of ``data.inputs.loader.StoreBlocks`` through a
+``DataLoader`` and ``data.inputs.loader.batches`` on one core (torch and the reads single-threaded;
 ``--workers 0`` reads in the timing process itself). The goal is >= 10,000 samples/s per core,
 far above what a GPU consumes at this size. Also times per-sample random reads for contrast.
 
@@ -34,7 +34,7 @@ import zarr
 from torch.utils.data import DataLoader
 
 from data import store as zstore
-from data.loader import StoreBlocks, batches
+from data.inputs.loader import StoreBlocks, batches
 
 
 def make_store(path: Path, n: int, shape: tuple[int, int, int], chunk_size: int,

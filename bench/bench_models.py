@@ -6,7 +6,7 @@ training time" means when two models are compared by AUC.
 
 Each model takes training steps (forward, backward, AdamW step; batch 64, from memory, no
 loader) on its own input: a default-preset CQT image (3, 46, 129) for an image model, the
-whitened strain (3, 4096) for a 1D model (``data.models1d``). Rounds alternate between the
+whitened strain (3, 4096) for a 1D model (``data.models.g2net1d``). Rounds alternate between the
 models so that load from other programs hits them alike; prints each round's samples/s, the
 median per model and each model's time per sample relative to the first model's.
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import timm  # noqa: E402
 
-from data import models1d  # noqa: E402  (registers the 1D models with timm)
+from data.models import g2net1d  # noqa: E402  (registers the 1D models with timm)
 
 IMAGE = (3, 46, 129)  # the default preset's CQT image
 WAVE = (3, 4096)  # 2 s of whitened strain at 2048 Hz
@@ -64,7 +64,7 @@ def main() -> None:
     for spec in args.models:
         name, _, size = spec.partition("@")  # resnet18@91x257: that image size
         models[spec] = timm.create_model(name, pretrained=False, num_classes=1, in_chans=3)
-        if name in models1d.WAVE_MODELS:
+        if name in g2net1d.WAVE_MODELS:
             shape = WAVE
         else:
             shape = (3, *map(int, size.split("x"))) if size else IMAGE

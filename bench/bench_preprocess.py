@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_preprocess.py --data DIR --preset default|seed \
                                                [--codec none,lz4,zstd] [--cold] [key=value ...]
-    .venv/bin/python bench/bench_preprocess.py --n 2000    # synthesizes DIR first (data.synth)
+    .venv/bin/python bench/bench_preprocess.py --n 2000  # makes DIR first (data.sim.samples)
 
 Rows:
 
@@ -146,7 +146,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.data
     if data is None:
-        from data.synth import generate
+        from data.sim.samples import generate
 
         data = args.work / f"data-{args.n}"
         if not (data / "training_labels.csv").is_file():

@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 source bench/step.sh
 
 if [ ! -f "$WORK/data/truth.csv" ]; then
-  step synth $PY -m data.synth --out "$WORK/data" --n-train 20000 --n-test 5000 --seed 1 --jobs 2
+  step synth $PY -m data.sim.samples --out "$WORK/data" --n-train 20000 --n-test 5000 --seed 1 --jobs 2
 fi
 step preprocess $PY -m preprocess --data "$WORK/data" --out "$WORK/cache" \
   --config configs/preprocess/default.yaml save_waves=true --no-progress

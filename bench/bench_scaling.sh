@@ -55,7 +55,7 @@ complete() {  # both stores finished (data.store.require_complete)
 
 if ! complete; then
   if [ ! -f "$SET/data/training_labels.csv" ]; then
-    step "synth_n$N" $PY -m data.synth --out "$SET/data" --n-train $(( N + 16000 )) \
+    step "synth_n$N" $PY -m data.sim.samples --out "$SET/data" --n-train $(( N + 16000 )) \
       --n-test 0 --seed $(( 1000 + N / 16000 )) --jobs "${JOBS:-2}"
     rm -rf "$SET/data/test"
     ln -s "$(realpath "$STANDARD/data/test")" "$SET/data/test"

@@ -8,7 +8,7 @@ to the compute-only ceiling, and the cost of time slides.
 - **Model**: the demo's (``configs/train/tiny.yaml``: timm ``test_efficientnet`` at the default
   preset's native 3 x 46 x 129 images) with random weights (the speed does not depend on them)
   and a model card made from a 64-sample store of the default preprocessing; or ``--runs``.
-- **Strain**: ``data.synth_long``, ``--duration`` s of HDF5 with an injection every 32 s, made
+- **Strain**: ``data.sim.long_strain``, ``--duration`` s of HDF5 with an injection every 32 s, made
   once in ``--work`` (default: a temporary directory).
 - Measured side by side, everything alternating ``--repeat`` times:
 
@@ -16,13 +16,13 @@ to the compute-only ceiling, and the cost of time slides.
     in-memory batches of ``--batch-size`` windows, one thread: no reading, PSD, slides or
     bookkeeping, no second thread;
   - per variant ``THREADS:on|off`` (torch threads per op; the transform in its own thread or
-    not): *search, zero lag*: ``infer.search.run`` (``--rescore``, stride 0.25 s, local PSD),
+    not): *search, zero lag*: ``infer.search.pipeline.run`` (``--rescore``, stride 0.25 s, local PSD),
     the wall time of the whole call: reading, PSD, transform, model, clustering, files and
     plots (gwpy and the file readers imported beforehand); *search, K slides*: the same with
     ``--slides K``; a slide costs (wall(K) - wall(0)) / K.
 
 - ``--models``: ``images`` (the tiny CQT model; ``--runs`` replaces it) and ``waves``, the
-  1D CNN ``g2net_1d_small`` (data.models1d) on whitened strain, with random weights too.
+  1D CNN ``g2net_1d_small`` (data.models.g2net1d) on whitened strain, with random weights too.
 
 Prints one line per measurement and a table of medians.
 """
@@ -43,16 +43,18 @@ import timm
 import torch
 
 from data.config import load_config
-from data.modelcard import card_from_store, write_fold
-from infer.config import SearchConfig
-from infer.predict import build_transform, fold_views, load_fold
+from data.rundir import card_from_store, write_fold
+from infer.predict.checkpoints import load_fold
+from infer.predict.inputs import build_transform
+from infer.predict.tta import fold_views
+from infer.search.config import SearchConfig
 
 
 def make_run(root: Path, model_name: str = "test_efficientnet", input_kind: str = "images"):
     """A fold directory with random weights and a card from a small default-config store."""
-    import data.models1d  # noqa: F401  (registers the 1D CNNs with timm)
+    import data.models  # noqa: F401  (registers the 1D CNNs with timm)
     from data import store as zstore
-    from data.synth import generate
+    from data.sim.samples import generate
     from preprocess import pipeline
     from preprocess.config import PreprocessConfig
 
@@ -99,7 +101,7 @@ def _outputs(transform, x, fold) -> dict:
 
 def search(run: Path, strain: Path, out: Path, slides: int, variant: str,
            batch_size: int) -> tuple[float, dict]:
-    from infer.search import run as search_run
+    from infer.search.pipeline import run as search_run
 
     threads, thread = variant.split(":")
     cfg = load_config(SearchConfig, None, [
@@ -129,7 +131,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_search_"))
     work.mkdir(parents=True, exist_ok=True)
 
-    from data.synth_long import generate
+    from data.sim.long_strain import generate
 
     strain = work / f"strain{args.duration}"
     if not (strain / "synth_long.yaml").exists():

@@ -1,4 +1,4 @@
-"""Throughput of the synthetic data generator (data/synth.py), files written to disk included.
+"""Throughput of the synthetic data generator (data/sim/samples.py), files written to disk included.
 
     .venv/bin/python bench/bench_synth.py [--n 2000] [--jobs J] [--snr SPEC] [--dir DIR]
 
@@ -13,14 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from data import synth
+from data.sim import samples
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=2000, help="samples in all (4/5 train, 1/5 test)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--snr", default=synth.DEFAULT_SNR)
+    ap.add_argument("--snr", default=samples.DEFAULT_SNR)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=Path, default=None, help="output (default: a temp dir)")
     args = ap.parse_args()
@@ -29,7 +29,7 @@ def main() -> None:
     n_test = args.n // 5
     load_before = os.getloadavg()
     start = time.perf_counter()
-    summary = synth.generate(
+    summary = samples.generate(
         out, args.n - n_test, n_test, args.seed, snr=args.snr, jobs=args.jobs,
         overwrite=True, progress=False,
     )  # fmt: skip

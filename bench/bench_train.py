@@ -5,7 +5,7 @@
 
 Both sides run :func:`train.engine.train_one_epoch` (same model, optimizer, schedule,
 augmentations off) in one process with accelerate on whatever device is present: once over
-``data.loader.StoreBlocks`` through a prepared DataLoader with ``--workers`` reader
+``data.inputs.loader.StoreBlocks`` through a prepared DataLoader with ``--workers`` reader
 processes, once over the same blocks already in memory (on the device). The ratio of their
 steps/s is the cost of reading; the goal is >= 0.95. Epochs alternate between the two so
 that load from other programs hits both alike; the median and the fastest epoch of each are
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.loader import StoreBlocks
+from data.inputs.loader import StoreBlocks
 
 
 def main() -> None:
@@ -33,9 +33,10 @@ def main() -> None:
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
 
-    from train.cli import build_model, device_loader
     from train.config import AugmentConfig, ModelConfig
-    from train.engine import Inputs, TrainState, train_one_epoch
+    from train.engine import BatchTransform, TrainState, train_one_epoch
+    from train.fold import device_loader
+    from train.model import build_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="test_efficientnet")
@@ -52,7 +53,8 @@ def main() -> None:
     optimizer = create_optimizer_v2(net, opt="adamw", lr=1e-4)
     model, optimizer = accelerator.prepare(net, optimizer)
     scheduler = CosineLRScheduler(optimizer, t_initial=10**6, t_in_epochs=False)
-    inputs = Inputs(mean=(2.0,) * 3, std=(1.4,) * 3, image_size=None, n_frames=args.shape[-1])
+    to_input = BatchTransform(mean=(2.0,) * 3, std=(1.4,) * 3, image_size=None,
+                              n_frames=args.shape[-1])
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.zarr"
@@ -68,7 +70,7 @@ def main() -> None:
             state = TrainState()
             start = time.perf_counter()
             train_one_epoch(model, loader, optimizer, scheduler, accelerator, state,
-                            inputs=inputs, aug=AugmentConfig(), batch_size=args.batch_size,
+                            to_input=to_input, aug=AugmentConfig(), batch_size=args.batch_size,
                             n_batches=n_batches, progress=False)
             if accelerator.device.type == "cuda":
                 torch.cuda.synchronize()

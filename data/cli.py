@@ -46,7 +46,7 @@ def data_errors() -> tuple[type[Exception], ...]:
     """The shared floor's user-error classes, which every stage can raise."""
     from data.config import ConfigError
     from data.layout import DataError
-    from data.modelcard import CardError
+    from data.rundir import CardError
     from data.store import StoreError
 
     return (ConfigError, DataError, StoreError, CardError)

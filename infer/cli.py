@@ -31,22 +31,12 @@ import yaml
 from data import devices, layout
 from data.cli import cli_errors
 from data.config import config_help, load_config, to_dict
-from infer.config import InferConfig
-from infer.predict import (
-    InferError,
-    build_transform,
-    check_folds,
-    check_store,
-    find_checkpoints,
-    find_sample_submission,
-    fit_member_stack,
-    load_fold,
-    predict,
-    raw_inputs,
-    store_inputs,
-    submission_order,
-    write_submission,
-)
+from infer.config import InferConfig, InferError
+from infer.predict.checkpoints import check_folds, check_store, find_checkpoints, load_fold
+from infer.predict.ensemble import fit_member_stack
+from infer.predict.inputs import build_transform, raw_inputs, store_inputs
+from infer.predict.loop import predict
+from infer.predict.submission import find_sample_submission, submission_order, write_submission
 
 log = logging.getLogger(__name__)
 

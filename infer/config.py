@@ -12,6 +12,10 @@ from typing import Literal
 TTA_VIEWS = ("swap", "shift", "flip")
 
 
+class InferError(ValueError):
+    """Inputs that inference cannot use; the message names the file and the reason."""
+
+
 @dataclass
 class InferConfig:
     batch_size: int = 64  # samples per device batch
@@ -23,7 +27,7 @@ class InferConfig:
     #   "flip":  whitened strain negated (training's augment.flip_p); for an image model the
     #            view is the image itself, |CQT(-x)| = |CQT(x)|
     # They act on the model input (normalised images or strain), as training's augment.swap_p /
-    # shift_p / flip_p do (the same data.views ops).
+    # shift_p / flip_p do (the same data.inputs.views ops).
     tta: list[str] = field(default_factory=list)
     # Seconds (images: in CQT frames of the model's input width; waves: in samples); negative
     # moves the merger (1.3-1.9 s into the sample) earlier, away from the edge.
@@ -56,121 +60,3 @@ class InferConfig:
 
 # ---------------------------------------------------------------------------------------------
 # The search over long strain (``python -m infer.search``)
-
-# Seconds in a FAR unit: "1/day" is 365.25 per year.
-FAR_UNITS = {"s": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0,
-             "month": 365.25 * 86400.0 / 12, "year": 365.25 * 86400.0}
-YEAR = FAR_UNITS["year"]
-
-
-def far_per_year(spec: str) -> float:
-    """``"1/day"`` -> 365.25: a false-alarm rate written N/unit (units: FAR_UNITS), per year."""
-    from data.config import ConfigError
-
-    count, sep, unit = str(spec).partition("/")
-    try:
-        value = float(count)
-    except ValueError:
-        value = float("nan")
-    if not sep or unit not in FAR_UNITS or not value > 0:
-        raise ConfigError(f"far_thresholds: {spec!r} is not N/unit with N > 0 and unit one of "
-                          f"{', '.join(FAR_UNITS)} (e.g. 1/day)")
-    return value * YEAR / FAR_UNITS[unit]
-
-
-@dataclass
-class SearchPSDConfig:
-    # "local": the median-Welch PSD of the data around each block of windows (the field's
-    # choice for real, drifting noise); "training": the model card's training PSD.
-    source: Literal["local", "training"] = "local"
-    span: float = 64.0  # s of data around a block whose Welch segments make its PSD
-    block: float = 16.0  # s of window starts sharing one PSD (a multiple of the stride)
-    hop: float = 1.0  # s between Welch segments of 2 s (1 s: 50 % overlap, scipy's default)
-    min_segments: int = 16  # fewer clean segments in a block's span: its windows are skipped
-
-
-@dataclass
-class SearchConfig:
-    stride: float = 0.25  # s between 2-s windows (a multiple of 1 / 2048 s, at most 2 s)
-    # Windows per transform / model call: on a CPU 32-128 kept the tiny model's activations
-    # in cache (256 was 1.4x slower per window).
-    batch_size: int = 64
-    # Torch threads per op on a CPU; 0: one less than the cores (half the cores with
-    # transform_thread), at least 1. Torch's OpenMP workers spin at their barriers: with other
-    # busy processes on the cores, 2 threads per op on 2 cores ran the search 3-10x slower
-    # than 1 (bench/bench_search.py measures it).
-    threads: int = 0
-    # The transform in a worker thread beside the models. On the shared 2-core machine it
-    # was slower for the tiny CQT model (524 against 624 windows/s) and faster for the 1D CNN
-    # (501 against 423): off by default; measure on yours.
-    transform_thread: bool = False
-    psd: SearchPSDConfig = field(default_factory=SearchPSDConfig)
-    cluster: float = 2.0  # s: a trigger is the loudest window within +-cluster of itself
-    # A trigger's time (infer.search's docstring): "onset": the start of the earliest window
-    # of its peak (the run of windows up to the loudest scoring at least half as much) +
-    # trigger_offset, default where the flat part of the model's Tukey window ends (1.75 s
-    # for alpha 0.25): the first window that sees the merger; "loudest": the loudest window's
-    # start + trigger_offset, default 1.6 s (the middle of data.synth's merger prior).
-    trigger_time: Literal["onset", "loudest"] = "onset"
-    trigger_offset: float | None = None  # s; null: trigger_time's default
-    # Background: slides k = 1..slides; slide_detectors[i] is shifted by (i + 1) * k * slide_step
-    # (a multiple of the stride, longer than the 27 ms light travel time between the sites),
-    # circularly within each ring of consecutive analysed windows of at most `ring` s.
-    slides: int = 0
-    slide_step: float = 1.0  # s; slide k shifts slide_detectors[i] by (i + 1) k slide_step
-    slide_detectors: list[str] = field(default_factory=lambda: ["L1", "V1"])  # H1 stays
-    ring: float = 1024.0  # s; a ring's images are held in memory for the slides
-    match_window: float = 0.5  # s: an injection is found by a trigger within +-match_window
-    # With --injections, a slid window any of whose detector rows comes from a window within
-    # injection_veto s of an injection's merger is left out of the background (0: kept).
-    injection_veto: float = 1.0
-    # FARs (N/unit: s, minute, hour, day, week, month, year) at which injections are found.
-    far_thresholds: list[str] = field(default_factory=lambda: ["1/day", "1/month", "1/year"])
-    # Network-SNR bin edges of efficiency.png.
-    snr_bins: list[float] = field(default_factory=lambda: [0.0, 8.0, 12.0, 16.0, 20.0, 30.0, 50.0])
-    channels: dict = field(default_factory=dict)  # {"H1": "H1:GWOSC-16KHZ_R1_STRAIN", ...}
-    # Explicit fold directories / best.safetensors; empty = every fold*/ under --runs.
-    checkpoints: list[str] = field(default_factory=list)
-
-    def offset(self, window: float, alpha: float) -> float:
-        """s from the start of a trigger's window (``trigger_time``) to its time, for windows
-        of ``window`` s tapered by Tukey(``alpha``)."""
-        if self.trigger_offset is not None:
-            return self.trigger_offset
-        return window * (1 - alpha / 2) if self.trigger_time == "onset" else 1.6
-
-    def __post_init__(self) -> None:
-        from data.config import ConfigError
-        from data.layout import DETECTORS
-
-        for key, value in (("stride", self.stride), ("psd.span", self.psd.span),
-                           ("psd.block", self.psd.block), ("psd.hop", self.psd.hop),
-                           ("cluster", self.cluster), ("slide_step", self.slide_step),
-                           ("ring", self.ring), ("match_window", self.match_window)):
-            if not value > 0:
-                raise ConfigError(f"{key}: must be > 0, got {value}")
-        if self.injection_veto < 0:
-            raise ConfigError(f"injection_veto: must be 0 or more, got {self.injection_veto}")
-        if self.stride > 2.0:
-            raise ConfigError(f"stride: at most 2 s (the window), got {self.stride}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
-        if self.threads < 0:
-            raise ConfigError(f"threads: must be 0 (torch's default) or more, got {self.threads}")
-        if self.slides < 0:
-            raise ConfigError(f"slides: must be 0 or more, got {self.slides}")
-        if self.psd.min_segments < 1:
-            raise ConfigError(f"psd.min_segments: must be at least 1, got {self.psd.min_segments}")
-        bad = [d for d in self.slide_detectors if d not in DETECTORS[1:]]
-        if bad or not self.slide_detectors or len(set(self.slide_detectors)) != len(
-                self.slide_detectors):
-            raise ConfigError(f"slide_detectors: one or two distinct of L1, V1 (H1 stays), got "
-                              f"{self.slide_detectors}")
-        unknown = [d for d in self.channels if d not in DETECTORS]
-        if unknown:
-            raise ConfigError(f"channels: unknown detector {unknown[0]!r} (known: "
-                              f"{', '.join(DETECTORS)})")
-        for spec in self.far_thresholds:
-            far_per_year(spec)
-        if list(self.snr_bins) != sorted(set(self.snr_bins)) or len(self.snr_bins) < 2:
-            raise ConfigError(f"snr_bins: must be increasing, got {self.snr_bins}")

@@ -5,7 +5,7 @@
                          [--train-config configs/train/tiny.yaml] [--preprocess-config F]
                          [train overrides]
 
-1. ``data.synth.generate``: ``--n-train`` + ``--n-test`` samples in the Kaggle layout under
+1. ``data.sim.samples.generate``: ``--n-train`` + ``--n-test`` samples in the Kaggle layout under
    ``WORK/data`` (with ``truth.csv``: every label, SNR and the matched-filter oracle).
 2. ``preprocess.pipeline.run``: whiten + CQT into ``WORK/cache/{train,test}.zarr``, the
    whitened strain kept beside the images (``save_waves=true``).
@@ -22,7 +22,7 @@ dashed), ``curves.png`` (the CQT model's), ``curves1d.png``, ``roc.png`` and
 ``auc_vs_snr.png`` (the ensemble, each member and the oracle). Re-running replaces the previous
 demo's data, cache and runs.
 
-The default SNR distribution, uniform on [2, 16], is easier than G2Net's (``data.synth``'s
+The default SNR distribution, uniform on [2, 16], is easier than G2Net's (``data.sim.samples``'s
 default uniform:1,11): the tiny model (timm ``test_efficientnet``, 0.1 M parameters) trained
 for 6 epochs on 3,000 samples stays well below the oracle (the README shows a run), and
 the AUC-per-SNR curve shows where it stands, from the nearly undetectable (SNR < 4) to the
@@ -107,8 +107,8 @@ def run_demo(
     """Run the four stages and draw the pictures; returns the report (also ``OUT/report.json``).
     ``train1d_config`` None leaves the 1D model out (a CQT model alone)."""
     from data.config import load_config
-    from data.history import read_history
-    from data.synth import generate
+    from data.rundir import read_history
+    from data.sim.samples import generate
     from infer.cli import run as infer_run
     from infer.config import InferConfig
     from infer.plots import cqt_preview, plot_curves
@@ -221,7 +221,7 @@ PROG = "g2net-demo"
 def main(argv: list[str] | None = None) -> None:
     """The console entry point: runs the demo and prints its report; returns None."""
     from data.cli import cli_errors, exit_with
-    from infer.predict import InferError
+    from infer.config import InferError
     from preprocess.pipeline import RankError
 
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
@@ -237,14 +237,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--preprocess-config", type=Path, default=None,
                     help="default: the PreprocessConfig defaults "
                     "(= configs/preprocess/default.yaml)")
-    ap.add_argument("--snr", default="uniform:2,16", help="signal SNR spec (data.synth)")
+    ap.add_argument("--snr", default="uniform:2,16", help="signal SNR spec (data.sim.samples)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=None, help="synth processes (default: all cores)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("train_overrides", nargs="*", help="training config key=value")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # data.synth reports a bad size or SNR spec as a ValueError.
+    # data.sim.samples reports a bad size or SNR spec as a ValueError.
     with cli_errors(PROG, user_errors=(ValueError, InferError), runtime_errors=(RankError,)):
         try:
             report = run_demo(args.out, args.work, args.n_train, args.n_test, args.epochs,

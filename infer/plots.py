@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data import history, layout  # noqa: E402
+from data import layout, rundir  # noqa: E402
 from data.cli import cli_errors  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,9 @@ def preview_transform(cache: str | Path | None = None, run: str | Path | None = 
 
     from data import store as zstore
     from data.config import from_dict
-    from data.modelcard import read_card
-    from infer.predict import Fold, build_transform
+    from data.rundir import read_card
+    from infer.predict.checkpoints import Fold
+    from infer.predict.inputs import build_transform
     from preprocess.config import PreprocessConfig
     from preprocess.transforms import Transform
 
@@ -156,9 +157,9 @@ def cqt_preview(
 
 def plot_curves(run: str | Path, out: str | Path | None = None) -> Path:
     """Loss (train, val), validation AUC and learning rate per epoch from ``run/history.csv``
-    (the figure training draws, :func:`data.history.plot_curves`)."""
+    (the figure training draws, :func:`data.rundir.plot_curves`)."""
     run = Path(run)
-    return history.plot_curves(history.read_history(run / history.HISTORY_FILE),
+    return rundir.plot_curves(rundir.read_history(run / rundir.HISTORY_FILE),
                                out or run / "curves.png", title=str(run))
 
 
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("overrides", nargs="*", help="inference config key=value (snr_bins=...)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from infer.predict import InferError
+    from infer.config import InferError
 
     with cli_errors(PROG, user_errors=(InferError,)):
         if args.command == "cqt":

@@ -2,7 +2,7 @@
 
 The truth file is a CSV with columns ``id`` and ``target`` and, optionally, ``snr`` (network
 optimal SNR of the injected signal; anything for noise) and ``oracle`` (the true-template
-matched-filter statistic, :mod:`data.synth`). It may hold more ids than the predictions (e.g.
+matched-filter statistic, :mod:`data.sim.samples`). It may hold more ids than the predictions (e.g.
 ``truth.csv`` lists both splits); every predicted id must be in it.
 
 Per SNR bin [lo, hi) the positives are the signals with lo <= snr < hi and the negatives are
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data.metrics import roc_auc
-from infer.predict import InferError
+from infer.config import InferError
 
 
 def read_truth(path: str | Path) -> dict[str, np.ndarray]:

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from data import devices, layout
 from data import store as zstore
 from data.config import ConfigError, dict_diff, format_diff, save_config, to_dict
-from data.layout import BadSample, DataError
+from data.layout import BadSample
 from data.store import StoreError
 from preprocess.config import (
     RUNTIME_KEYS,
@@ -56,6 +56,7 @@ from preprocess.config import (
     run_identity,
     transform_identity,
 )
+from preprocess.psd import training_psd
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,10 @@ def _run_split(
                 log.info("%s: removed %d leftover .partial file(s) of a killed run",
                          path.name, len(removed))
         else:
-            psd = _estimate_psd(index, cfg) if split == "train" else train_psd
+            psd = train_psd
+            if split == "train":
+                psd, _ = training_psd(index, cfg.whiten.n_psd, cfg.whiten.alpha,
+                                      on_bad=cfg.on_bad, read_threads=cfg.read_threads)
             _create_store(path, split, cfg, ids, targets, psd, data, device, replace=overwrite)
         # Only now: a refused run must not leave a config that describes no store.
         save_config(cfg, out / CONFIG_FILE)
@@ -400,47 +404,6 @@ def _device_settings(device: torch.device, state: PartialState):
 
 # ---------------------------------------------------------------------------------------------
 # The PSD
-
-
-def _estimate_psd(index: layout.Index, cfg: PreprocessConfig) -> np.ndarray:
-    """Average PSD (3, 2049) float64, 1/Hz, of the first ``whiten.n_psd`` target-0 samples
-    in label order (a fixed set, so a re-made store gets the same PSD)."""
-    from preprocess.transforms import PSDAccumulator
-
-    rows = np.flatnonzero(index.targets == 0)[: cfg.whiten.n_psd]
-    if rows.size == 0:
-        raise DataError(f"{index.root / layout.LABEL_FILES['train']}: no target-0 samples "
-                        "to estimate the noise PSD from")
-
-    def read(i: int) -> np.ndarray | BadSample:
-        try:
-            return layout.load_sample(index.path(i))
-        except BadSample as e:
-            return e
-
-    acc = PSDAccumulator(cfg.whiten.alpha, layout.SAMPLE_RATE)
-    skipped = []
-    block: list[np.ndarray] = []
-    with ThreadPoolExecutor(cfg.read_threads, thread_name_prefix="psd") as pool:
-        for x in _prefetch(pool, read, rows.tolist(), depth=4 * cfg.read_threads):
-            if isinstance(x, BadSample):
-                if cfg.on_bad == "error":
-                    raise x
-                skipped.append(x)
-                continue
-            block.append(x)
-            if len(block) == 64:
-                acc.update(np.stack(block))
-                block = []
-    if block:
-        acc.update(np.stack(block))
-    if acc.count == 0:
-        raise DataError(f"{index.root}: none of the {rows.size} target-0 samples for the PSD "
-                        f"could be read (first: {skipped[0]})")
-    if skipped:
-        log.warning("PSD: left out %d bad sample(s), e.g. %s", len(skipped), skipped[0])
-    log.info("PSD: averaged over %d target-0 training samples", acc.count)
-    return acc.psd()
 
 
 def _train_psd(path: Path, cfg: PreprocessConfig) -> np.ndarray:

@@ -1,12 +1,12 @@
 """Batch augmentations on the device: CQT images (:func:`augment`) and whitened strain
 (:func:`augment_waves`).
 
-Images are ``(B, 3, H, W)`` float tensors after :func:`data.images.prepare_images`; waves are
+Images are ``(B, 3, H, W)`` float tensors after :func:`data.inputs.images.prepare_images`; waves are
 ``(B, 3, T)`` float whitened strain at 2048 Hz (the store's ``waves``); rows H1, L1, V1 in
 both. :func:`swap_detectors` and :func:`time_shift` take either. Every function draws from
 torch's generator of the tensor's device, so they run in the training process on the
 accelerator, never in loader workers, and are restored exactly by a resumed run (accelerate
-checkpoints the RNG states). The deterministic ops they apply are :mod:`data.views`', which
+checkpoints the RNG states). The deterministic ops they apply are :mod:`data.inputs.views`', which
 inference's TTA views call too.
 """
 
@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from data import views
+from data.inputs import views
 from train.config import AugmentConfig
 
 
@@ -101,7 +101,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, frames_to_columns: float = 1.0)
 def flip_sign(x: torch.Tensor, p: float) -> torch.Tensor:
     """With probability ``p`` per sample, negate it, all detectors together (x: (B, 3, T)).
 
-    -h is the same source at polarisation angle psi + pi/2 (:func:`data.views.flip_sign`).
+    -h is the same source at polarisation angle psi + pi/2 (:func:`data.inputs.views.flip_sign`).
     """
     flip = torch.rand(x.shape[0], device=x.device) < p
     return torch.where(_per_sample(flip, x), views.flip_sign(x), x)
@@ -126,7 +126,7 @@ def detector_shift(x: torch.Tensor, p: float, max_hl: int, max_v: int) -> torch.
     quantise delays to 0.49 ms; whitened strain is band-limited below 1024 Hz, so an integer
     roll is an exact delay of that band-limited signal, only on a coarser grid than the
     continuous true delays (sub-sample delays would need a frequency-domain phase shift, as
-    ``data.synth`` applies).
+    ``data.sim.samples`` applies).
     """
     if max_hl < 0 or max_v < 0 or max_hl > 2 * max_v:
         raise ValueError(f"detector_shift: need 0 <= max_hl <= 2 * max_v (a V1 shift within "

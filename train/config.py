@@ -14,6 +14,10 @@ from typing import Literal
 from data.config import ConfigError
 
 
+class TrainError(ValueError):
+    """Input that training cannot use; found before training starts."""
+
+
 @dataclass
 class ModelConfig:
     name: str = "efficientnet_b0"  # any timm model name

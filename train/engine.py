@@ -1,9 +1,9 @@
 """The training loop: :func:`train_one_epoch` and :func:`evaluate`, called from ``train.cli``.
 
-Both take a prepared model and a prepared loader of blocks (``data.loader.StoreBlocks``
+Both take a prepared model and a prepared loader of blocks (``data.inputs.loader.StoreBlocks``
 through accelerate, so the blocks arrive on the device) and cut the blocks into batches with
-:func:`data.loader.batches`. Images become model input on the device: normalisation and
-resizing (:func:`data.images.prepare_images`), then the training augmentations.
+:func:`data.inputs.loader.batches`. Images become model input on the device: normalisation and
+resizing (:func:`data.inputs.images.prepare_images`), then the training augmentations.
 Accelerate decides device, precision (launch flags) and processes; nothing here does.
 """
 
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.images import model_input
-from data.loader import batches
+from data.inputs.images import model_input
+from data.inputs.loader import batches
 from data.metrics import probability, roc_auc
 from train.augment import augment, augment_waves
 from train.config import AugmentConfig
@@ -36,7 +36,7 @@ class TrainState:
 
     Together with the model, optimizer, RNG states and EMA (saved by accelerate) they make a
     resumed run continue exactly: the data order is a pure function of (seed, epoch) and the
-    batches done (``data.loader.plan_epoch``).
+    batches done (``data.inputs.loader.plan_epoch``).
     """
 
     epoch: int = 0  # completed epochs
@@ -56,7 +56,7 @@ class TrainState:
 
 
 @dataclass(frozen=True)
-class Inputs:
+class BatchTransform:
     """How stored arrays become model input: the input kind, its channel statistics, the size."""
 
     mean: tuple[float, ...]
@@ -91,7 +91,7 @@ def train_one_epoch(
     accelerator,
     state: TrainState,
     *,
-    inputs: Inputs,
+    to_input: BatchTransform,
     aug: AugmentConfig,
     batch_size: int,
     n_batches: int,
@@ -117,7 +117,7 @@ def train_one_epoch(
                disable=not (progress and accelerator.is_main_process), dynamic_ncols=True,
                leave=False)
     for images, targets, _ in batches(loader, batch_size):
-        x = inputs(images, aug)
+        x = to_input(images, aug)
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 logits = model(x).squeeze(1)
@@ -171,7 +171,7 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, accelerator, *, inputs: Inputs,
+def evaluate(model: torch.nn.Module, loader, accelerator, *, to_input: BatchTransform,
              batch_size: int) -> dict:
     """Predict the held-out samples of ``loader`` (sequential ``StoreBlocks``) on every rank.
 
@@ -183,7 +183,7 @@ def evaluate(model: torch.nn.Module, loader, accelerator, *, inputs: Inputs,
     logits_all, target_all, index_all = [], [], []
     for images, targets, index in batches(loader, batch_size):
         with accelerator.autocast():
-            logits = model(inputs(images)).squeeze(1)
+            logits = model(to_input(images)).squeeze(1)
         logits, targets, index = accelerator.gather_for_metrics(
             (logits.float(), targets, index)
         )

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from data import layout
 from data import store as zstore
-from data.loader import StoreBlocks
+from data.inputs.loader import StoreBlocks
 from data.verify import main as verify_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def _conftest(stage: str):
     """A stage's test conftest as a module, for its store and fold builders (pytest imports
     conftests under names other tests cannot import)."""
     spec = importlib.util.spec_from_file_location(f"_conftest_{stage}",
-                                                  REPO / "tests" / stage / "conftest.py")
+                                                  REPO / "tests" / (stage or ".") / "conftest.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -217,7 +217,7 @@ def _train_fails(store: Path, out: Path, capsys, workers: int = 0) -> str:
 
 @pytest.mark.parametrize("kind,workers", [(kind, 0) for kind in DAMAGE] + [("flipped", 1)])
 def test_training_stops_naming_the_chunk(tmp_path, kind, workers, capsys):
-    path = _conftest("train").build_store(tmp_path / "train.zarr", n=96, chunk_size=32)
+    path = _conftest("").build_store(tmp_path / "train.zarr", n=96, chunk_size=32)
     damage(path, kind, chunk=2)
     out = tmp_path / "runs"
     message = _train_fails(path, out, capsys, workers)
@@ -263,7 +263,7 @@ def test_training_and_inference_refuse_changed_metadata(tmp_path, capsys):
     from infer.cli import run
     from infer.config import InferConfig
 
-    path = _conftest("train").build_store(tmp_path / "train.zarr", n=96, chunk_size=32)
+    path = _conftest("").build_store(tmp_path / "train.zarr", n=96, chunk_size=32)
     damage_metadata(path, "channel_stats")
     out = tmp_path / "runs"
     message = _train_fails(path, out, capsys)

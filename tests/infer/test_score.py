@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from infer.predict import InferError
+from infer.config import InferError
 
 
 def pairwise_auc(target, score):

@@ -36,7 +36,7 @@ def small_args() -> list[str]:
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
     """48 train + 24 test samples in the Kaggle layout (read-only: copy before damaging)."""
-    from data.synth import generate
+    from data.sim.samples import generate
 
     root = tmp_path_factory.mktemp("preprocess-data") / "data"
     generate(root, n_train=48, n_test=24, seed=11, snr="fixed:20", jobs=1, progress=False)

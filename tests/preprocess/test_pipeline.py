@@ -164,7 +164,7 @@ def test_test_split_needs_the_train_store(dataset, cache_with_train, make_config
 
 
 def test_sigkill_then_rerun_is_byte_identical(tmp_path, make_config, small_args):
-    from data.synth import generate
+    from data.sim.samples import generate
 
     data, cache, ref = tmp_path / "data", tmp_path / "cache", tmp_path / "ref"
     generate(data, n_train=160, n_test=0, seed=5, snr="fixed:20", progress=False)

@@ -26,10 +26,10 @@ from data import layout
 from data import store as zstore
 from data.config import load_config
 from data.devices import free_port
-from data.images import prepare_images
+from data.inputs.images import prepare_images
 from data.metrics import roc_auc
-from data.modelcard import file_sha256, read_card
-from train import rundir
+from data.rundir import file_sha256, read_card
+from train import checkpoints
 from train.config import TrainConfig
 from train.folds import stratified_folds
 
@@ -85,7 +85,7 @@ def _run(*args: str, timeout: float = 240, env: dict | None = None) -> subproces
 @pytest.fixture(scope="module")
 def loud_cache(tmp_path_factory):
     """synth (SNR 25, 400 samples) -> preprocess with the whitened strain kept."""
-    from data.synth import generate
+    from data.sim.samples import generate
     from preprocess import pipeline
     from preprocess.config import PreprocessConfig
 
@@ -216,7 +216,7 @@ def test_resume_after_sigkill_is_exact(kind_store, tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # the run and its loader worker, at once
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    latest = rundir.latest_checkpoint(fold_b)
+    latest = checkpoints.latest_checkpoint(fold_b)
     mark = json.loads((latest / "COMPLETE").read_text())
     assert mark["batches_done"] > 0, f"the kill came after an epoch end: {mark}"
     done = _run(*args, f"out={tmp_path / 'b'}", "resume=auto")
@@ -303,7 +303,7 @@ def test_a_damaged_checkpoint_is_refused_on_resume(single, train_store, tmp_path
     shutil.copytree(single.parent, tmp_path / "single")
     fold = tmp_path / "single" / "fold0"
     newest = _newest_checkpoint(fold)
-    previous = rundir.checkpoint_dirs(fold)[-2][1]
+    previous = checkpoints.checkpoint_dirs(fold)[-2][1]
     path = newest / name
     data = bytearray(path.read_bytes())
     if damage == "flip":

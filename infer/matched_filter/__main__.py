@@ -1,0 +1,3 @@
+from infer.matched_filter.cli import main
+
+main()

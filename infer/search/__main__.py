@@ -1,0 +1,3 @@
+from infer.search.cli import main
+
+main()

@@ -1,0 +1,221 @@
+"""One search from end to end (:func:`run`): models loaded and checked, strain read, windows
+scored (or reused from a cached ``windows.npz`` of the same inputs and settings), triggers,
+FARs, injections found, outputs written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.config import ConfigError, save_config, to_dict
+from data.layout import DETECTORS
+from data.rundir import CARD_FILE, INPUT_KINDS, read_card
+from infer.predict.checkpoints import Fold, check_folds, find_checkpoints, load_fold
+from infer.search.config import (
+    CONFIG_FILE,
+    LIGHT_TRAVEL,
+    POST_KEYS,
+    SEARCH_VERSION,
+    SUMMARY_FILE,
+    WINDOWS_FILE,
+    YEAR,
+    SearchConfig,
+    SearchError,
+)
+from infer.search.grid import whole_multiple, whole_samples
+from infer.search.injections import match_injections, read_injections, veto_injections
+from infer.search.outputs import write_background, write_found, write_triggers
+from infer.search.scoring import WindowScores, score_windows
+from infer.search.strain import Strain, parse_strain, read_strain
+from infer.search.triggers import false_alarm_rates, find_triggers, livetimes
+
+log = logging.getLogger(__name__)
+
+
+def check_card(fold_dir: Path, card) -> None:
+    """SearchError unless the search can feed this model: a known input kind and 2-s windows of
+    a whole sample rate, with a PSD on the rFFT grid of a window (n_time // 2 + 1 points)."""
+    where = fold_dir / CARD_FILE
+    if card.input not in INPUT_KINDS:
+        raise SearchError(f"{where}: input {card.input!r} is not one of {INPUT_KINDS}")
+    n_time, rate = card.transform.get("n_time"), card.transform.get("sample_rate")
+    if n_time != 4096:
+        raise SearchError(f"{where}: transform.n_time {n_time}: the search slides 2-s windows of "
+                          "4096 samples (G2Net's sample length)")
+    if not isinstance(rate, int) or rate <= 0:
+        raise SearchError(f"{where}: transform.sample_rate {rate!r} is not a whole rate in Hz")
+    shape = np.shape(card.psd)
+    if shape != (len(DETECTORS), n_time // 2 + 1):
+        raise SearchError(f"{where}: psd has shape {shape}, expected "
+                          f"({len(DETECTORS)}, {n_time // 2 + 1})")
+
+
+def load_models(runs: str | Path | None, checkpoints: list[str] = ()) -> list[Fold]:
+    """Every fold to ensemble, each card checked for the search before its weights load."""
+    dirs = find_checkpoints(runs, list(checkpoints))
+    for d in dirs:
+        check_card(d, read_card(d))
+    folds = [load_fold(d) for d in dirs]
+    check_folds(folds)
+    return folds
+
+
+def cache_key(paths: dict[str, list[Path]], folds: list[Fold], cfg: SearchConfig,
+              device: torch.device) -> str:
+    """What a window's score depends on: the files (path, size, mtime), the channels, the
+    weights, the score-changing settings, the device kind and this code's SEARCH_VERSION."""
+    files = {ifo: [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in ps]
+             for ifo, ps in paths.items()}
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in POST_KEYS}
+    key = {"version": SEARCH_VERSION, "files": files, "settings": settings,
+           "weights": [f.card.weights_sha256 for f in folds], "device": device.type}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def check_length(strain: Strain, n_time: int, cfg: SearchConfig) -> None:
+    """SearchError unless the common span holds a window (and the PSD span, for a local PSD)."""
+    need = n_time / strain.sample_rate + (cfg.psd.span if cfg.psd.source == "local" else 0.0)
+    if strain.duration < need:
+        what = f"{n_time / strain.sample_rate:g} s window"
+        if cfg.psd.source == "local":
+            what += f" + {cfg.psd.span:g} s PSD span (psd.span)"
+        files = ", ".join(f for s in strain.sources.values() for f in s["files"])
+        raise SearchError(f"too little data: the three detectors share {strain.duration:g} s "
+                          f"(GPS {strain.t0:.3f}), the search needs at least one {what} "
+                          f"({files})")
+
+
+def run(runs: str | Path | None, strain: list[str], out: str | Path, cfg: SearchConfig,
+        injections: str | Path | None = None, rescore: bool = False, accelerator=None,
+        progress: bool = True) -> dict:
+    """The whole search (module docstring); returns the summary written to summary.json."""
+    from accelerate import Accelerator
+
+    start = time.perf_counter()
+    out = Path(out)
+    accelerator = accelerator or Accelerator()
+    # Everything that can refuse the inputs does so before the first window is scored.
+    folds = load_models(runs, cfg.checkpoints)
+    card = folds[0].card
+    fs, n_time = int(card.transform["sample_rate"]), int(card.transform["n_time"])
+    grid_stride = whole_samples(cfg.stride, fs, "stride")
+    if cfg.psd.source == "local":
+        whole_multiple(cfg.psd.block, grid_stride / fs, "psd.block", "stride")
+        whole_samples(cfg.psd.hop, fs, "psd.hop")
+    whole_multiple(cfg.slide_step, grid_stride / fs, "slide_step", "stride")
+    if cfg.slides and cfg.slide_step <= LIGHT_TRAVEL:
+        raise ConfigError(f"slide_step: {cfg.slide_step:g} s is not longer than the light travel "
+                          f"time between the sites ({LIGHT_TRAVEL * 1e3:.0f} ms)")
+    paths = parse_strain(strain)
+    table = read_injections(injections) if injections is not None else None
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / CONFIG_FILE)
+
+    key = cache_key(paths, folds, cfg, accelerator.device)
+    ws = None if rescore else WindowScores.load(out / WINDOWS_FILE, key)
+    if ws is None:
+        t = time.perf_counter()
+        data = read_strain(paths, fs, cfg.channels)
+        read_seconds = time.perf_counter() - t
+        check_length(data, n_time, cfg)
+        ws = score_windows(data, folds, cfg, accelerator, progress)
+        ws.seconds["read"] = read_seconds
+        del data
+        ws.save(out / WINDOWS_FILE, key)
+        cached = False
+    else:
+        log.info("reusing the window scores in %s (same inputs, models and settings)",
+                 out / WINDOWS_FILE)
+        cached = True
+
+    t = time.perf_counter()
+    n_zero = int(np.isfinite(ws.scores[0]).sum())
+    n_slid = int(np.isfinite(ws.scores[1:]).sum())  # scored, before any veto
+    n_vetoed = 0
+    if table is not None:
+        ws, n_vetoed = veto_injections(ws, table["gps_time"], cfg)
+    offset = cfg.offset(n_time / fs, folds[0].card.preprocess_config["whiten"]["alpha"])
+    zero, background = find_triggers(ws, cfg, offset)
+    live = livetimes(ws)
+    bg_live = float(live[1:].sum())
+    far, ifar = false_alarm_rates(zero.score, background.score, bg_live)
+    cluster_seconds = time.perf_counter() - t
+    write_triggers(out / "triggers.csv", zero, far, ifar)
+    write_background(out / "background.csv", background)
+
+    from infer.plots import plot_efficiency, plot_timeline
+
+    found = None
+    if table is not None:
+        found = match_injections(table, ws, zero, far, cfg, offset)
+        write_found(out / "found.csv", table, found, zero, far, cfg)
+        plot_efficiency(table["snr"], {s: found[s] for s in cfg.far_thresholds},
+                        found["analysed"], cfg.snr_bins, out / "efficiency.png")
+    zero_idx = np.flatnonzero(np.isfinite(ws.scores[0]))
+    plot_timeline(ws.grid.starts(zero_idx) + offset, ws.scores[0, zero_idx],
+                  zero.gps_time, zero.score,
+                  table["gps_time"] if table is not None else None,
+                  found[cfg.far_thresholds[-1]] if found is not None else None,
+                  out / "timeline.png", t0=ws.grid.t0)
+
+    seconds = {**{k: round(v, 3) for k, v in ws.seconds.items()},
+               "clustering": round(cluster_seconds, 3)}
+    # The per-window pipeline: reading, PSD, transform and the zero-lag model.
+    zero_lag = sum(ws.seconds.get(k, 0.0) for k in ("read", "psd", "transform", "model"))
+    summary = {
+        "start": ws.grid.t0,
+        "end": ws.grid.t0 + ws.duration,
+        "stride": ws.grid.stride_s,
+        "windows": ws.counts,
+        "rings": len(ws.rings),
+        "analysed_seconds": float(live[0]),
+        "livetime": {"zero_lag_s": float(live[0]), "background_s": bg_live,
+                     "background_years": bg_live / YEAR,
+                     # The smallest non-zero FAR: one background trigger in the livetime.
+                     "far_resolution_per_year": YEAR / bg_live if bg_live > 0 else None,
+                     "per_slide_s": [float(x) for x in live[1:]],
+                     "slid_windows_vetoed": n_vetoed},
+        "slides": {"k": cfg.slides, "step": cfg.slide_step, "detectors": cfg.slide_detectors},
+        "psd": {**to_dict(cfg.psd), "segments_per_block": _stats(ws.psd_segments)},
+        "triggers": {"zero_lag": int(zero.score.size), "background": int(background.score.size),
+                     "loudest_zero_lag": float(zero.score.max()) if zero.score.size else None,
+                     "loudest_background": float(background.score.max())
+                     if background.score.size else None},
+        "folds": [f.name for f in folds],
+        "sources": ws.sources,
+        "cached": cached,
+        "seconds": seconds,
+        "speed": {
+            "windows_per_s": n_zero / zero_lag if zero_lag > 0 else None,
+            "strain_s_per_s": float(live[0]) / zero_lag if zero_lag > 0 else None,
+            "slide_windows_per_s": n_slid / ws.seconds["model_slides"]
+            if ws.seconds.get("model_slides") else None,
+        },
+        "files": {n: str(out / n) for n in ("triggers.csv", "background.csv", "timeline.png",
+                                             WINDOWS_FILE, CONFIG_FILE)},
+    }
+    if found is not None:
+        n_an = int(found["analysed"].sum())
+        summary["injections"] = {
+            "file": str(injections), "n": int(table["gps_time"].size), "analysed": n_an,
+            "found": {s: int(found[s].sum()) for s in cfg.far_thresholds},
+            "with_trigger": int(((found["match"] >= 0) & found["analysed"]).sum()),
+        }
+        summary["files"].update(found=str(out / "found.csv"),
+                                efficiency=str(out / "efficiency.png"))
+    summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _stats(values: list[int]) -> dict | None:
+    if not values:
+        return None
+    return {"min": int(min(values)), "median": float(np.median(values)), "max": int(max(values))}

@@ -1,0 +1,595 @@
+"""The search over long strain (infer.search) with a model trained here for the purpose.
+
+Module fixtures: a small G2Net-layout set of loud signals (data.sim.samples), preprocessed with the
+default config, the tiny config trained on fold 0 for a few epochs (train.cli.main in this
+process); then 192 s of strain with loud injections from data.sim.long_strain (HDF5 and GWF, one
+seed: the same numbers) and 96 s of noise alone. The searches run once per module.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data.layout import DETECTORS
+
+pytestmark = pytest.mark.timeout(600)
+
+DURATION = 192  # s of strain with injections
+GPS = 1238166018
+THREADS = ["threads=1"]  # torch's 2 OpenMP threads collapse on a shared 2-core machine
+
+
+@pytest.fixture(scope="module")
+def torch_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, torch_threads):
+    """runs/tiny with fold0 trained on 400 loud samples (SNR 15-30)."""
+    from data.sim.samples import generate
+    from preprocess import pipeline
+    from preprocess.config import PreprocessConfig
+    from train.cli import main as train_main
+
+    root = tmp_path_factory.mktemp("model")
+    generate(root / "data", 400, 0, seed=3, snr="uniform:15,30", jobs=1, progress=False)
+    pipeline.run(root / "data", root / "cache", PreprocessConfig(), splits=("train",),
+                 progress=False)
+    config = Path(__file__).resolve().parents[3] / "configs" / "train" / "tiny.yaml"
+    train_main(["--config", str(config), f"store={root / 'cache' / 'train.zarr'}",
+                f"out={root / 'runs'}", "name=tiny", "fold=0", "epochs=3", "progress=false"])
+    return root / "runs" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def strain(tmp_path_factory):
+    """{"hdf5": dir, "gwf": dir, "noise": dir}: 192 s with injections at network SNR 20-30
+    (HDF5 and GWF, same numbers), 96 s of noise alone (HDF5)."""
+    from data.sim.long_strain import generate
+
+    root = tmp_path_factory.mktemp("strain")
+    out = {}
+    for fmt in ("hdf5", "gwf"):
+        generate(root / fmt, DURATION, 11, snr="uniform:20,30", injections_every=16, fmt=fmt,
+                 gps_start=GPS, progress=False)
+        out[fmt] = root / fmt
+    generate(root / "noise", 96, 12, injections_every=0, fmt="hdf5", gps_start=GPS,
+             progress=False)
+    out["noise"] = root / "noise"
+    return out
+
+
+def strain_args(directory: Path, fmt: str = "hdf5") -> list[str]:
+    return [f"{d}={directory}/{d[0]}-{d}_SYNTH-*.{fmt}" for d in DETECTORS]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def search(trained, strain_dir, out, *extra, fmt="hdf5") -> dict:
+    """The command line, in this process; its summary.json."""
+    from infer.search.cli import main
+    from infer.search.config import SUMMARY_FILE
+
+    main(["--runs", str(trained), "--strain", *strain_args(strain_dir, fmt), "--out", str(out),
+          "--quiet", *extra, *THREADS])
+    return json.loads((Path(out) / SUMMARY_FILE).read_text())
+
+
+@pytest.fixture(scope="module")
+def main_run(trained, strain, tmp_path_factory):
+    """HDF5, local PSD, 3 slides, the injections."""
+    out = tmp_path_factory.mktemp("search") / "hdf5"
+    summary = search(trained, strain["hdf5"], out, "--slides", "3", "--injections",
+                     str(strain["hdf5"] / "injections.csv"))
+    return out, summary
+
+
+def window_scores(out: Path):
+    from infer.search.scoring import WindowScores
+
+    with np.load(out / "windows.npz") as f:
+        key = json.loads(str(f["meta"]))["key"]
+    return WindowScores.load(out / "windows.npz", key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure parts, against hand-computed values or scipy
+
+
+def test_cluster_and_peak_onsets():
+    from infer.search.triggers import cluster, peak_onsets
+
+    s = np.array([0.1, 0.9, 0.95, 0.9, 0.2, np.nan, 0.3, 0.1, 0.1, 0.1, 0.5, 0.5, 0.1])
+    # Loudest within +-2: index 2; the NaN is never a trigger; index 6 beats 4 and 7, 8; the
+    # tie at 10/11 goes to the earliest.
+    assert cluster(s, 2).tolist() == [2, 6, 10]
+    # Runs of >= half the peak, backwards: 2 -> 1 (0.1 < 0.475 stops); 6 -> 6 (NaN stops);
+    # 10 -> 10; 3 (0.9) -> 1 (the 0.95 and 0.9 before it count), at most `reach` back.
+    assert peak_onsets(s, np.array([2, 6, 10, 3]), 3).tolist() == [1, 6, 10, 1]
+    assert peak_onsets(s, np.array([3]), 1).tolist() == [2]
+    assert peak_onsets(s, np.array([2]), 0).tolist() == [2]
+
+
+def test_slide_rows_never_zero_lag():
+    from infer.search.grid import slide_rows
+
+    w, m = 40, 4
+    assert (slide_rows(w, 0, m, 2, [1, 2]) == np.arange(w)).all()
+    for k in (1, 2, 4):
+        rows = slide_rows(w, k, m, 2, [1, 2])
+        assert (rows[0] == np.arange(w)).all()  # H1 stays
+        assert (rows[1] == (np.arange(w) - k * m) % w).all()
+        assert (rows[2] == (np.arange(w) - 2 * k * m) % w).all()
+        # No window of a slide pairs rows of one time: never zero lag, in any pair.
+        assert (rows[0] != rows[1]).all() and (rows[0] != rows[2]).all()
+        assert (rows[1] != rows[2]).all()
+    assert slide_rows(w, 5, m, 2, [1, 2]) is None  # 2 * 5 * 4 = 40: V1 back at zero lag
+
+
+def test_false_alarm_rates_brute_force():
+    from infer.search.config import YEAR
+    from infer.search.triggers import false_alarm_rates
+
+    rng = np.random.default_rng(0)
+    bg = rng.random(500)
+    zero = np.r_[rng.random(50), bg[:5], 2.0]
+    far, ifar = false_alarm_rates(zero, bg, 1000.0)
+    brute = np.array([(bg >= z).sum() for z in zero]) / (1000.0 / YEAR)
+    np.testing.assert_array_equal(far, brute)
+    assert far[-1] == 0 and ifar[-1] == np.inf
+    louder = brute > 0
+    np.testing.assert_allclose(ifar[louder], 1 / brute[louder])
+    assert (ifar[~louder] == np.inf).all()
+
+
+def test_local_psd_is_scipy_median_welch():
+    """The block PSD equals scipy.signal.welch(average='median') over the same segments, and
+    skips the segments that touch a NaN."""
+    from scipy.signal import welch
+
+    from infer.search.grid import bad_prefix
+    from infer.search.psd import LocalPSD
+
+    rng = np.random.default_rng(1)
+    fs, n = 2048, 4096
+    data = rng.normal(size=(3, 40 * fs))
+    lp = LocalPSD(data, bad_prefix(data), 0.25, fs, n, fs, span=16.0, min_segments=4)
+    centre = 20 * fs
+    psd, used = lp.psd(centre)
+    a, b = lp.segments(centre)  # segment j covers [j fs, j fs + n)
+    assert used == b - a == 17  # centres 12..28 s: within +-8 s, both ends included
+    _, ref = welch(data[:, a * fs:(b - 1) * fs + n], fs=fs, window=("tukey", 0.25), nperseg=n,
+                   noverlap=n - fs, average="median")
+    np.testing.assert_allclose(psd, ref, rtol=1e-12)
+
+    gappy = data.copy()
+    gappy[1, 21 * fs + 5] = np.nan  # in segments 20 and 21 (whose centres are 21 s and 22 s)
+    lp = LocalPSD(gappy, bad_prefix(gappy), 0.25, fs, n, fs, span=16.0, min_segments=4)
+    psd, used = lp.psd(centre)
+    assert used == 15
+    segs = [data[:, j * fs:j * fs + n] for j in range(a, b) if j not in (20, 21)]
+    ref = np.stack([welch(s, fs=fs, window=("tukey", 0.25), nperseg=n)[1] for s in segs])
+    from preprocess.transforms import median_psd
+    np.testing.assert_allclose(psd, median_psd(ref), rtol=1e-12)
+
+
+def test_worker_yields_in_order_and_raises():
+    from infer.search.scoring import _Worker
+
+    def items():
+        yield from range(20)
+        raise ValueError("boom")
+
+    got = []
+    with pytest.raises(ValueError, match="boom"), _Worker(items) as w:
+        for item in w:
+            got.append(item)  # noqa: PERF402  (keeps what came before the error)
+    assert got == list(range(20))
+
+    def endless():
+        while True:
+            yield 1
+
+    with _Worker(endless) as w:  # leaving early stops the thread
+        next(iter(w))
+    assert not w.thread.is_alive()
+
+
+def test_reader_resamples_real_gwf():
+    """gwpy's shipped second of S6 strain (16384 Hz, three channels in one file)."""
+    from gwpy.testing.utils import TEST_GWF_FILE
+
+    from infer.search.strain import read_strain
+
+    paths = {d: [Path(TEST_GWF_FILE)] for d in DETECTORS}
+    s = read_strain(paths, 2048, {"V1": "V1:h_16384Hz"})
+    assert s.sample_rate == 2048 and s.n == 2048 and np.isfinite(s.data).all()
+    assert s.sources["H1"]["channel"] == "H1:LDAS-STRAIN" and s.sources["H1"]["resampled"]
+
+
+def test_reader_joins_files_and_keeps_gaps(strain, tmp_path):
+    """Consecutive files read as the one they were cut from (a comma list or a glob); a gap
+    between files is NaN in that detector only; overlapping files are an error."""
+    from gwpy.timeseries import TimeSeries
+
+    from infer.search.strain import StrainError, parse_strain, read_strain
+
+    whole = read_strain(parse_strain(strain_args(strain["noise"])), 2048)
+    h1 = TimeSeries.read(strain["noise"] / f"H-H1_SYNTH-{GPS}-96.hdf5", format="hdf5")
+    pieces = {"cut": [(0, 40), (40, 96)], "gap": [(0, 40), (50, 96)], "overlap": [(0, 50),
+                                                                                  (40, 96)]}
+    for name, spans in pieces.items():
+        (tmp_path / name).mkdir()
+        for a, b in spans:
+            h1.crop(GPS + a, GPS + b).write(tmp_path / name / f"H-H1_{a}.hdf5", format="hdf5")
+    others = strain_args(strain["noise"])[1:]
+    cut = read_strain(parse_strain([f"H1={tmp_path}/cut/H-H1_0.hdf5,{tmp_path}/cut/H-H1_40.hdf5",
+                                    *others]), 2048)
+    assert cut.t0 == whole.t0 and len(cut.sources["H1"]["segments"]) == 1
+    np.testing.assert_array_equal(cut.data, whole.data)
+    gap = read_strain(parse_strain([f"H1={tmp_path}/gap/H-H1_*.hdf5", *others]), 2048)
+    missing = ~np.isfinite(gap.data)
+    assert missing[1:].sum() == 0 and missing[0].sum() == 10 * 2048
+    assert missing[0, 40 * 2048:50 * 2048].all()
+    np.testing.assert_array_equal(gap.data[:, ~missing[0]], whole.data[:, ~missing[0]])
+    with pytest.raises(StrainError, match="overlapping files"):
+        read_strain(parse_strain([f"H1={tmp_path}/overlap/H-H1_*.hdf5", *others]), 2048)
+
+
+# ---------------------------------------------------------------------------------------------
+# With the trained model
+
+
+def test_model_is_trained(trained):
+    from data.rundir import read_card
+
+    assert read_card(trained / "fold0").best_auc > 0.95
+
+
+def test_local_psd_matches_training_psd(trained, strain):
+    """On stationary noise the median-Welch PSD has the training PSD's scale: within a few %
+    over 20-1000 Hz and within 8 % in each of three bands."""
+    from data.rundir import read_card
+    from infer.search.grid import bad_prefix
+    from infer.search.psd import LocalPSD
+    from infer.search.strain import parse_strain, read_strain
+
+    card = read_card(trained / "fold0")
+    train_psd = np.asarray(card.psd)
+    s = read_strain(parse_strain(strain_args(strain["noise"])), 2048)
+    lp = LocalPSD(s.data, bad_prefix(s.data), card.preprocess_config["whiten"]["alpha"], 2048,
+                  4096, 2048, span=64.0, min_segments=16)
+    psd, used = lp.psd(48 * 2048)
+    assert psd.shape == train_psd.shape == (3, 2049) and used == 65
+    f = np.linspace(0, 1024, 2049)
+    ratio = psd / train_psd
+    band = (f >= 20) & (f < 1000)
+    assert np.all(np.abs(ratio[:, band].mean(axis=1) - 1) < 0.03), ratio[:, band].mean(axis=1)
+    for lo, hi in ((20, 64), (64, 256), (256, 1000)):
+        b = (f >= lo) & (f < hi)
+        assert np.all(np.abs(ratio[:, b].mean(axis=1) - 1) < 0.08), (lo, ratio[:, b].mean(1))
+
+
+def test_injections_found_and_outputs(main_run, strain):
+    out, summary = main_run
+    found = read_csv(out / "found.csv")
+    injections = read_csv(strain["hdf5"] / "injections.csv")
+    assert len(found) == len(injections) >= 10
+    for row in found:
+        assert row["analysed"] == "1"
+        assert row["trigger_gps_time"], row
+        assert abs(float(row["trigger_gps_time"]) - float(row["gps_time"])) <= 0.5, row
+    # Found at a threshold iff the matched trigger's FAR is at or below it.
+    for row in found:
+        far = float(row["trigger_far_per_year"])
+        assert row["found_1_per_day"] == str(int(far <= 365.25))
+        assert row["found_1_per_year"] == str(int(far <= 1.0))
+    assert summary["injections"]["with_trigger"] == len(found)
+    assert summary["windows"]["analysed"] == summary["windows"]["grid"]  # no gap
+    assert summary["livetime"]["zero_lag_s"] == summary["windows"]["analysed"] * 0.25
+    for name in ("timeline.png", "efficiency.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for stage in ("read", "psd", "transform", "model", "model_slides", "clustering"):
+        assert summary["seconds"][stage] > 0
+
+
+def test_far_is_a_count_over_the_background_list(main_run):
+    from infer.search.config import YEAR
+
+    out, summary = main_run
+    background = np.array([float(r["score"]) for r in read_csv(out / "background.csv")])
+    assert background.size == summary["triggers"]["background"] > 0
+    years = summary["livetime"]["background_s"] / YEAR
+    triggers = read_csv(out / "triggers.csv")
+    assert len(triggers) == summary["triggers"]["zero_lag"]
+    for row in triggers:
+        count = int((background >= float(row["score"])).sum())
+        assert float(row["far_per_year"]) == pytest.approx(count / years, rel=1e-12)
+        ifar = float(row["ifar_years"])
+        assert ifar == pytest.approx(years / count, rel=1e-12) if count else ifar == np.inf
+    # The background livetime: the slid windows left after the injection veto, x stride.
+    ws = window_scores(out)
+    assert summary["livetime"]["background_s"] < 3 * summary["livetime"]["zero_lag_s"]
+    assert np.isfinite(ws.scores[1:]).sum() == 3 * ws.counts["analysed"]  # before the veto
+
+
+def _brute_force_image_rows(trained, data: np.ndarray, starts: list[int], psds) -> torch.Tensor:
+    """Float16 images of the 2-s windows of ``data`` starting at sample ``starts``, each
+    whitened with its own PSD through the model's own transform."""
+    from infer.predict.checkpoints import load_fold
+    from infer.predict.inputs import build_transform
+
+    fold = load_fold(trained / "fold0")
+    images = []
+    with torch.inference_mode():
+        for start, psd in zip(starts, psds):
+            t = build_transform(fold, psd)
+            x = torch.from_numpy(np.ascontiguousarray(data[None, :, start:start + 4096]))
+            images.append(t(x)[0].to(torch.float16))
+    return fold, torch.cat(images)
+
+
+def _model_probability(fold, images: torch.Tensor) -> np.ndarray:
+    from data.inputs.images import model_input
+
+    stats = fold.card.channel_stats
+    with torch.inference_mode():
+        x = model_input(images, "images", stats["mean"], stats["std"], fold.card.image_size)
+        logit = fold.model(x).float().view(-1)
+    return 1 / (1 + np.exp(-logit.numpy().astype(np.float64)))
+
+
+def test_slides_score_shifted_data_and_never_zero_lag(main_run, trained, strain, tmp_path):
+    """A slid window's score is the model's on H1 at t, L1 at t - k step and V1 at
+    t - 2 k step (each whitened with the PSD of its own time; scipy's median Welch here); a
+    zero-lag score is the model's on the unshifted data; the zero lag of a run with slides
+    equals that of a run without."""
+    from scipy.signal import welch
+
+    from infer.search.strain import parse_strain, read_strain
+
+    out, _ = main_run
+    ws = window_scores(out)
+    (a, b), = ws.rings
+    w = b - a
+    s = read_strain(parse_strain(strain_args(strain["hdf5"])), 2048)
+    fs, stride = 2048, 512
+
+    def psd_at(k):
+        # Block of 64 windows; segments every 1 s with centres within 32 s of the centre.
+        blk = k // 64
+        first, last = blk * 64, min(blk * 64 + 63, ws.grid.n - 1)
+        centre = (first * stride + last * stride + 4096) / 2
+        j0 = max(int(np.ceil((centre - 32 * fs - 2048) / fs)), 0)
+        j1 = min(int(np.floor((centre + 32 * fs - 2048) / fs)), (s.n - 4096) // fs)
+        return welch(s.data[:, j0 * fs:j1 * fs + 4096], fs=fs, window=("tukey", 0.25),
+                     nperseg=4096, noverlap=4096 - fs, average="median")[1]
+
+    def logit(p):
+        return np.log(p) - np.log1p(-p)
+
+    for k_slide, win in ((0, 100), (0, 300), (1, 150), (3, 20), (2, w - 3)):
+        rows = [(win - i * k_slide * 4) % w + a for i in range(3)]  # H1, L1, V1 windows
+        fold, images = _brute_force_image_rows(trained, s.data, [r * stride for r in rows],
+                                                [psd_at(r) for r in rows])
+        slid = torch.stack([images[d, d] for d in range(3)])[None]
+        p = _model_probability(fold, slid)[0]
+        # Equal up to float32 rounding (batches of another size; a float16 rounding flips).
+        got = ws.scores[k_slide, a + win]
+        assert logit(got) == pytest.approx(logit(p), abs=2e-3), (k_slide, win)
+        if k_slide:  # and not the zero-lag score of that window
+            assert abs(logit(got) - logit(ws.scores[0, a + win])) > 0.05, (k_slide, win)
+    # Slides leave zero lag alone: the same scores without them.
+    plain = search(trained, strain["hdf5"], tmp_path / "plain")
+    ws0 = window_scores(tmp_path / "plain")
+    assert plain["slides"]["k"] == 0 and ws0.scores.shape[0] == 1
+    np.testing.assert_array_equal(ws0.scores[0], ws.scores[0])
+
+
+def test_gwf_and_hdf5_give_identical_scores(main_run, trained, strain, tmp_path):
+    out, _ = main_run
+    search(trained, strain["gwf"], tmp_path / "gwf", fmt="gwf")
+    np.testing.assert_array_equal(window_scores(tmp_path / "gwf").scores[0],
+                                  window_scores(out).scores[0])
+
+
+def test_gap_drops_exactly_the_windows_that_touch_it(main_run, trained, strain, tmp_path):
+    from gwpy.timeseries import TimeSeries
+
+    out, _ = main_run
+    gap_dir = tmp_path / "gap"
+    gap_dir.mkdir()
+    gap = (GPS + 100.3, GPS + 103.1)
+    for d in DETECTORS:
+        name = f"{d[0]}-{d}_SYNTH-{GPS}-{DURATION}.hdf5"
+        series = TimeSeries.read(strain["hdf5"] / name, format="hdf5")
+        if d == "L1":
+            t = series.times.value
+            series.value[(t >= gap[0]) & (t < gap[1])] = np.nan
+        series.write(gap_dir / name, format="hdf5")
+    summary = search(trained, gap_dir, tmp_path / "gap_out")
+
+    whole = window_scores(out)
+    holed = window_scores(tmp_path / "gap_out")
+    starts = whole.grid.starts(np.arange(whole.grid.n))
+    touches = (starts + 2.0 > gap[0]) & (starts < gap[1])
+    assert touches.sum() == 19  # starts 98.5, 98.75, ..., 103.0 s after GPS
+    before = np.flatnonzero(np.isfinite(whole.scores[0]))
+    after = np.flatnonzero(np.isfinite(holed.scores[0]))
+    np.testing.assert_array_equal(after, np.setdiff1d(before, np.flatnonzero(touches)))
+    assert summary["windows"]["clean"] == whole.grid.n - 19
+    # Far from the gap (blocks whose PSD span does not reach it) the scores are the same.
+    far = np.abs(starts - gap[0]) > 70
+    np.testing.assert_allclose(holed.scores[0, far], whole.scores[0, far], rtol=1e-5, atol=1e-9)
+
+
+def test_rerun_reuses_window_scores(main_run, trained, strain, tmp_path):
+    import shutil
+
+    out, first = main_run
+    shutil.copy(out / "windows.npz", tmp_path / "windows.npz")
+    again = search(trained, strain["hdf5"], tmp_path, "--slides", "3", "--injections",
+                   str(strain["hdf5"] / "injections.csv"), "cluster=1.0")
+    assert again["cached"] and not first["cached"]
+    assert again["triggers"]["zero_lag"] >= first["triggers"]["zero_lag"]
+
+
+def test_waves_model_goes_through_model_input(trained, strain, tmp_path):
+    """A fold reading whitened strain ("waves") gets the float16 whitened window normalised by
+    its card's statistics, and no CQT is computed."""
+    import dataclasses
+
+    from data.config import load_config
+    from infer.predict.checkpoints import Fold, load_fold
+    from infer.predict.inputs import build_transform
+    from infer.search.config import SearchConfig
+    from infer.search.scoring import score_windows
+    from infer.search.strain import parse_strain, read_strain
+
+    images_fold = load_fold(trained / "fold0")
+    card = dataclasses.replace(images_fold.card, input="waves",
+                               channel_stats={"mean": [0.1, 0.0, -0.1], "std": [1.0, 1.1, 0.9]})
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(3, 4, 64, stride=32), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 1)).eval()
+    fold = Fold(path=tmp_path / "fold0", card=card, model=model)
+    s = read_strain(parse_strain(strain_args(strain["noise"])), 2048)
+    cfg = load_config(SearchConfig, None, ["psd.source=training", "stride=1.0"])
+    ws = score_windows(s, [fold], cfg, progress=False)
+    whiten = build_transform(images_fold).whiten
+    with torch.inference_mode():
+        for k in (0, 40, ws.grid.n - 1):
+            x = torch.from_numpy(np.ascontiguousarray(s.data[None, :, k * 2048:k * 2048 + 4096]))
+            waves = whiten(x).to(torch.float16).float()
+            m = torch.tensor(card.channel_stats["mean"]).view(1, 3, 1)
+            sd = torch.tensor(card.channel_stats["std"]).view(1, 3, 1)
+            logit = float(model((waves - m) / sd))
+            assert ws.scores[0, k] == pytest.approx(1 / (1 + np.exp(-logit)), rel=1e-6)
+
+
+def test_transform_thread_changes_no_score(trained, strain):
+    from data.config import load_config
+    from infer.predict.checkpoints import load_fold
+    from infer.search.config import SearchConfig
+    from infer.search.scoring import score_windows
+    from infer.search.strain import parse_strain, read_strain
+
+    fold = load_fold(trained / "fold0")
+    s = read_strain(parse_strain(strain_args(strain["noise"])), 2048)
+    got = [score_windows(s, [fold], load_config(SearchConfig, None, [
+        "stride=0.5", "slides=2", f"transform_thread={flag}"]), progress=False).scores
+           for flag in ("true", "false")]
+    assert np.isfinite(got[0]).all()
+    np.testing.assert_array_equal(got[0], got[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: a clear error naming the file or key, before any scoring
+
+
+@pytest.fixture
+def no_scoring(monkeypatch):
+    import infer.search.pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scoring started despite bad input")
+
+    monkeypatch.setattr(infer.search.pipeline, "score_windows", refuse)
+
+
+def _write(directory: Path, d: str, values: np.ndarray, t0: float, rate: float) -> Path:
+    from gwpy.timeseries import TimeSeries
+
+    directory.mkdir(exist_ok=True)
+    path = directory / f"{d[0]}-{d}_X.hdf5"
+    TimeSeries(values, t0=t0, sample_rate=rate, name=f"{d}:SYNTH-STRAIN").write(
+        path, format="hdf5", path=f"{d}:SYNTH-STRAIN")
+    return path
+
+
+def _error(capsys, argv: list[str]) -> str:
+    from infer.search.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--quiet"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("g2net-search: error: "), err
+    return err
+
+
+def _edit_card(trained, tmp_path, **changes) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained / "fold0", run / "fold0", ignore=shutil.ignore_patterns("checkp*"))
+    card = json.loads((run / "fold0" / "model.json").read_text())
+    for key, value in changes.items():
+        node = card
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    (run / "fold0" / "model.json").write_text(json.dumps(card))
+    return run
+
+
+def test_bad_inputs_are_named(trained, strain, tmp_path, capsys, no_scoring):
+    good = strain_args(strain["hdf5"])
+    base = ["--runs", str(trained), "--out", str(tmp_path / "out")]
+    rng = np.random.default_rng(0)
+
+    err = _error(capsys, base + ["--strain", *good[:2]])
+    assert "missing detector(s) V1" in err
+
+    err = _error(capsys, base + ["--strain", *good, "--channel", "L1=L1:NOPE"])
+    assert "L1:NOPE" in err and "L-L1_SYNTH" in err
+
+    err = _error(capsys, base + ["--strain", good[0], good[1], "V1=/nonexistent/v.gwf"])
+    assert "/nonexistent/v.gwf" in err
+
+    # A rate that is no integer multiple of 2048 Hz, and one below it.
+    for rate in (3000.0, 1024.0):
+        odd = _write(tmp_path / f"r{int(rate)}", "V1", rng.normal(size=int(80 * rate)) * 1e-21,
+                     GPS, rate)
+        err = _error(capsys, base + ["--strain", *good[:2], f"V1={odd}"])
+        assert str(odd) in err and f"{rate:g} Hz cannot be resampled" in err
+
+    # Data that do not overlap, or are shorter than a window + the PSD span.
+    late = _write(tmp_path / "late", "V1", rng.normal(size=80 * 2048) * 1e-21, GPS + 500, 2048)
+    err = _error(capsys, base + ["--strain", *good[:2], f"V1={late}"])
+    assert "do not overlap" in err
+    short = _write(tmp_path / "short", "V1", rng.normal(size=40 * 2048) * 1e-21, GPS, 2048)
+    err = _error(capsys, base + ["--strain", *good[:2], f"V1={short}"])
+    assert "too little data" in err and "psd.span" in err and "40 s" in err
+
+    # Model cards the search cannot use.
+    err = _error(capsys, ["--runs", str(_edit_card(trained, tmp_path / "a", input="spectra")),
+                          "--out", str(tmp_path / "out"), "--strain", *good])
+    assert "model.json" in err and "spectra" in err
+    err = _error(capsys, ["--runs", str(_edit_card(trained, tmp_path / "b",
+                                                   **{"transform.n_time": 8192})),
+                          "--out", str(tmp_path / "out"), "--strain", *good])
+    assert "model.json" in err and "n_time 8192" in err
+
+    # Settings: an unknown key, a stride that is no whole number of samples.
+    err = _error(capsys, base + ["--strain", *good, "psd.spam=3"])
+    assert "psd.spam" in err
+    err = _error(capsys, base + ["--strain", *good, "--stride", "0.3"])
+    assert "stride" in err and "0.3" in err
+    err = _error(capsys, base + ["--strain", *good, "--injections", str(tmp_path / "nope.csv")])
+    assert "nope.csv" in err
