@@ -33,7 +33,8 @@ from infer.predict.checkpoints import find_checkpoints, load_fold
 from infer.predict.inputs import build_transform, raw_inputs, store_inputs
 from infer.predict.loop import predict
 from preprocess.config import PreprocessConfig, transform_identity
-from preprocess.transforms import Transform, estimate_psd
+from preprocess.spectral import estimate_psd
+from preprocess.transforms import Transform
 
 
 def make_inputs(root: Path, n: int, raw: bool):

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data import layout  # noqa: E402
+from data import devices, layout  # noqa: E402
 from data import store as zstore  # noqa: E402
 from data.config import load_config  # noqa: E402
 from preprocess import pipeline  # noqa: E402
@@ -76,10 +76,10 @@ def compute_only(data: Path, cache: Path, cfg: PreprocessConfig, n_max: int) -> 
     n = min(n_max, len(index))
     x = np.stack([layout.load_sample(index.path(i)) for i in range(n)])
     psd = zstore.read_psd(zstore.open_store(cache / "train.zarr"))
-    device = pipeline.resolve_device(cfg.device)
+    device = devices.process_device(cfg.device)
     threads = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(pipeline.cpu_threads(1))  # as the pipeline does, 1 process
+        torch.set_num_threads(devices.cpu_threads(spare=1))  # as the pipeline does, 1 process
     transform = Transform.from_config(cfg.whiten, cfg.cqt, psd).to(device).eval()
     try:
         with torch.inference_mode(), ieee_fp32():  # as the pipeline computes

@@ -201,7 +201,8 @@ def _uptime() -> str:
 def bench_preset(args) -> None:
     import torch
 
-    from preprocess.transforms import CQT, estimate_psd
+    from preprocess.spectral import estimate_psd
+    from preprocess.transforms import CQT
 
     whiten_cfg, cqt_cfg = PRESETS[args.preset]
     cqt_cfg = CQTConfig(**{**cqt_cfg.__dict__})
@@ -266,7 +267,7 @@ def sweep(args) -> None:
     """Image size, store size and single-thread speed of candidate default CQT settings."""
     import torch
 
-    from preprocess.transforms import estimate_psd
+    from preprocess.spectral import estimate_psd
 
     print(f"# {_uptime()}")
     whiten_cfg = PRESETS["default"][0]

@@ -85,6 +85,21 @@ def process_device(name: str) -> torch.device:
     return pick_device(name, local_rank(), cuda_device_count())
 
 
+def cpu_threads(sharers: int = 1, spare: int = 1) -> int:
+    """Torch threads per op for a CPU computation that shares this machine's cores (those this
+    process may run on) with ``sharers`` - 1 others like it (processes or threads calling
+    torch at once), leaving ``spare`` cores to busy helper threads (file reads, compression);
+    at least 1.
+
+    Torch's OpenMP workers spin at their barriers: when they share cores with busy threads the
+    work collapses. On 2 cores, 2 torch threads made 230-400 samples/s in preprocessing against
+    960-1,500 with 1, and ran the search 3-10x slower than 1 (docs/speed.md).
+    """
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    return max(1, cores // max(sharers, 1) - spare)
+
+
 def check_one_process_per_gpu(local_processes: int, device_count: int) -> None:
     """ConfigError when ``local_processes`` processes of one machine in a NCCL group would
     share its ``device_count`` GPUs (NCCL refuses two ranks on one GPU, at the first collective,

@@ -1,46 +1,7 @@
-"""The CQT image cache: one Zarr v3 group per split (``CACHE/train.zarr``, ``CACHE/test.zarr``).
-
-Arrays (N samples, chunked along N only, ``chunk_size`` samples per chunk)::
-
-    images   (N, 3, n_bins, n_frames) float16   |CQT| of the whitened strain, H1/L1/V1
-    ids      (N,) uint64                         the hex id as an integer (layout.id_to_int)
-    targets  (N,) int8                           0/1 for train, -1 for test
-    valid    (N,) bool                           False for a sample skipped as bad input
-    bad_reason (N,) string                       why a sample is invalid, "" when valid
-    done     (n_chunks,) bool, one Zarr chunk each   written *after* the chunk's data
-    stats    (n_chunks, 3, 3) float64 [count, sum, sum of squares] per channel and chunk
-    psd      (3, n_freq) float64 (train only)   average noise PSD, 1/Hz, at ``psd_df`` Hz spacing
-    waves    (N, 3, 4096) float16 (optional)     whitened time series
-
-Every writer owns whole chunks, so any number of processes can fill one store without two
-of them touching the same Zarr chunk (Zarr sharding is not used: concurrent writers to one
-shard lose chunks, zarr-python issues 3514 and 3682). Zarr >= 3.1.3 writes each chunk to a
-``*.partial`` file and renames it, so a killed writer leaves orphans but never a torn chunk;
-``done`` is the only completion marker.
-
-Stores cannot lie: every chunk of every array ends with a crc32c checksum (Zarr's ``crc32c``
-codec, after the compressor), and every chunk is written, all-zero ones included
-(``write_empty_chunks=True``), so a chunk file that is absent once its chunk is done always
-means damage (a partial copy, a disk error, a full disk). Zarr would read it as the fill value
-without a word, so :func:`open_store` opens stores through :class:`CheckedStore` (a missing
-chunk raises) and :class:`CheckedArray` (a checksum mismatch, found by the codec, names its
-chunk): :class:`StoreDamaged` names the array, chunk and samples. :func:`finalize` refuses a
-store with a missing chunk file; ``python -m data.verify`` reads every chunk. The metadata
-(the group's attributes, which hold the channel statistics and the config, and every array's
-``zarr.json``) carries no checksum in Zarr: :func:`finalize` seals it with its SHA-256
-(``metadata_sha256``), and :func:`require_complete` (how training and inference open a
-store) and ``data.verify`` refuse a store whose metadata no longer matches. ``ids``,
-``targets``, ``done`` and ``stats`` are written whole at creation; ``images``, ``valid``,
-``bad_reason`` and ``waves`` (:data:`CHUNK_ARRAYS`) chunk by chunk.
-
-Group attributes: ``schema_version``, ``split``, ``n``, ``chunk_size``, ``config`` (the full
-resolved preprocessing config), ``transform`` (its transform identity, computed by
-``preprocess.config.transform_identity``: what fixes the images and waves), ``source``,
-``versions``, ``device_type`` (cpu or cuda: they round differently), ``psd_df`` (train only),
-and, once every chunk is done, ``complete``, ``channel_stats``, ``n_invalid`` and
-``metadata_sha256``. Which samples
-are invalid and why lives in the ``valid`` and ``bad_reason`` arrays only
-(:func:`bad_samples`); preprocessing writes them out as ``CACHE/{split}_bad.csv`` too.
+"""The CQT image cache: one Zarr v3 group per split (``CACHE/train.zarr``, ``CACHE/test.zarr``),
+chunked along samples only. Every chunk is checksummed (crc32c), a chunk counts only once its
+``done`` flag is written after its data, and the metadata is sealed by a hash; the arrays,
+attributes and guarantees are in docs/cache-format.md.
 """
 
 from __future__ import annotations

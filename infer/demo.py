@@ -1,36 +1,7 @@
-"""The whole system on a small synthetic data set, on a CPU (the README gives its time).
-
-    python -m infer.demo [--out runs/demo] [--work demo-data] [--n-train 3000] [--n-test 1000]
-                         [--epochs E] [--snr uniform:2,16] [--seed 0] [--jobs 2]
-                         [--train-config configs/train/tiny.yaml] [--preprocess-config F]
-                         [train overrides]
-
-1. ``data.sim.samples.generate``: ``--n-train`` + ``--n-test`` samples in the Kaggle layout under
-   ``WORK/data`` (with ``truth.csv``: every label, SNR and the matched-filter oracle).
-2. ``preprocess.pipeline.run``: whiten + CQT into ``WORK/cache/{train,test}.zarr``, the
-   whitened strain kept beside the images (``save_waves=true``).
-3. ``python -m train`` twice (subprocesses: inference never imports training) on fold 0: the
-   tiny CQT config (``configs/train/tiny.yaml``) into ``OUT/train/fold0`` and the small 1D CNN
-   on the whitened strain (``configs/train/tiny1d.yaml``) into ``OUT/train1d/fold0``.
-4. ``infer.cli.run``: predict the test store with both runs as an ensemble (a logistic stack
-   fitted on their out-of-fold predictions), score the ensemble and each member against
-   ``truth.csv``.
-
-Everything it shows lands in ``OUT``: ``report.json`` (AUCs, sizes, each stage's wall time),
-``submission.csv``, ``metrics.json``, ``cqt.png`` (the loudest test signal, its merger time
-dashed), ``curves.png`` (the CQT model's), ``curves1d.png``, ``roc.png`` and
-``auc_vs_snr.png`` (the ensemble, each member and the oracle). Re-running replaces the previous
-demo's data, cache and runs.
-
-The default SNR distribution, uniform on [2, 16], is easier than G2Net's (``data.sim.samples``'s
-default uniform:1,11): the tiny model (timm ``test_efficientnet``, 0.1 M parameters) trained
-for 6 epochs on 3,000 samples stays well below the oracle (the README shows a run), and
-the AUC-per-SNR curve shows where it stands, from the nearly undetectable (SNR < 4) to the
-obvious (SNR > 10).
-
-``g2net-demo`` is the same command. It ends as every stage does (:mod:`data.cli`): exit 2 for
-an argument it cannot use, 1 for a failed read or write; a failed training subprocess (whose
-own message comes first) ends the demo with the subprocess's exit status.
+"""The whole system on a small synthetic data set, on a CPU (``make demo``, ``g2net-demo``):
+generate, preprocess, train a tiny CQT model and a tiny 1D CNN on fold 0, predict the test
+split with their stack and score it against the truth; everything lands in ``--out``
+(docs/demo.md).
 """
 
 from __future__ import annotations

@@ -30,8 +30,6 @@ import contextlib
 import csv
 import itertools
 import logging
-import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -43,20 +41,18 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from accelerate import PartialState
-from tqdm.auto import tqdm
 
 from data import devices, layout
 from data import store as zstore
-from data.config import ConfigError, dict_diff, format_diff, save_config, to_dict
+from data.config import ConfigError, save_config
 from data.layout import BadSample
+from data.progress import progress_bar
 from data.store import StoreError
 from preprocess.config import (
-    RUNTIME_KEYS,
     PreprocessConfig,
-    run_identity,
-    transform_identity,
 )
 from preprocess.psd import training_psd
+from preprocess.stores import check_resumable, create_store, train_store_psd
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +102,7 @@ def run(
     data, out = Path(data), Path(out)
     splits = _check_splits(splits)
     _check_config(cfg)
-    device = resolve_device(cfg.device)
+    device = devices.process_device(cfg.device)
     # The process group only carries the main process's few messages (the done flags, an
     # error, barriers): gloo on the CPU whatever the device, so that several processes can
     # share a GPU (NCCL refuses two ranks on one GPU).
@@ -125,13 +121,6 @@ def run(
                                                   overwrite, progress)
     summary["image_shape"] = list(zstore.open_store(out / f"{splits[-1]}.zarr")["images"].shape[1:])
     return summary
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device this process computes on: ``auto`` -> ``cuda:(LOCAL_RANK % n_gpus)`` when
-    there is a GPU, else the CPU (:func:`data.devices.pick_device`); ConfigError for a device
-    this machine does not have."""
-    return devices.process_device(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,13 +144,13 @@ def _run_split(
     targets = index.targets if split == "train" else np.full(len(index), -1, dtype=np.int8)
 
     # Test images are whitened with the train PSD, never their own.
-    train_psd = None if split == "train" else _train_psd(out / "train.zarr", cfg)
+    train_psd = None if split == "train" else train_store_psd(out / "train.zarr", cfg)
 
     def prepare() -> np.ndarray:
         """Create the store, or check it can be resumed; returns the ``done`` flags."""
         if path.exists() and not overwrite:
             g = zstore.open_store(path, mode="r+")
-            _check_resumable(g, path, cfg, ids, targets, train_psd, data, split, device)
+            check_resumable(g, path, cfg, ids, targets, train_psd, data, split, device)
             removed = zstore.remove_partials(path)
             if removed:
                 log.info("%s: removed %d leftover .partial file(s) of a killed run",
@@ -171,7 +160,7 @@ def _run_split(
             if split == "train":
                 psd, _ = training_psd(index, cfg.whiten.n_psd, cfg.whiten.alpha,
                                       on_bad=cfg.on_bad, read_threads=cfg.read_threads)
-            _create_store(path, split, cfg, ids, targets, psd, data, device, replace=overwrite)
+            create_store(path, split, cfg, ids, targets, psd, data, device, replace=overwrite)
         # Only now: a refused run must not leave a config that describes no store.
         save_config(cfg, out / CONFIG_FILE)
         return zstore.done_chunks(zstore.open_store(path))
@@ -201,7 +190,7 @@ def _run_split(
     mine = [c for c in range(nc) if c % state.num_processes == state.process_index and not done[c]]
     n_mine = sum(_chunk_len(c, len(index), cfg) for c in mine)
     compute_start = time.perf_counter()
-    with tqdm(total=n_mine, desc=split, unit="sample", dynamic_ncols=True,
+    with progress_bar(total=n_mine, desc=split, unit="sample", dynamic_ncols=True,
               disable=not (progress and state.is_main_process)) as bar:
         waits = _process_chunks(g, index, mine, transform, device, cfg, bar)
     compute_seconds = time.perf_counter() - compute_start
@@ -372,20 +361,6 @@ def _transform(transform, x: np.ndarray, batch_size: int, device: torch.device,
     return images, waves, bad
 
 
-def cpu_threads(local_world_size: int = 1) -> int:
-    """Torch threads for the transform on the CPU: this process's share of the cores, less one
-    left to the reader and writer threads (file reads, Blosc, Zarr's event loop).
-
-    Torch's OpenMP workers spin at their barriers; when they share cores with busy threads
-    the transform collapses. On 2 cores (default preset, one process) 2 torch threads made
-    230-400 samples/s in the pipeline against 960-1,500 with 1. Many CPU cores: more
-    processes (``accelerate launch``) scale better than more threads (NOTES.md).
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-    return max(1, cores // max(local_world_size, 1) - 1)
-
-
 @contextlib.contextmanager
 def _device_settings(device: torch.device, state: PartialState):
     """Torch threads on the CPU; on CUDA, ``device`` as the current device (so that nothing
@@ -394,131 +369,14 @@ def _device_settings(device: torch.device, state: PartialState):
     threads = torch.get_num_threads()
     try:
         if device.type == "cpu":
-            torch.set_num_threads(cpu_threads(devices.local_world_size(state.num_processes)))
+            # this process's share of the cores, one left to the reader and writer threads
+            torch.set_num_threads(devices.cpu_threads(
+                sharers=devices.local_world_size(state.num_processes), spare=1))
         current = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
         with current, devices.ieee_fp32():
             yield
     finally:
         torch.set_num_threads(threads)
-
-
-# ---------------------------------------------------------------------------------------------
-# The PSD
-
-
-def _train_psd(path: Path, cfg: PreprocessConfig) -> np.ndarray:
-    """The PSD of the train store at ``path``, which must be made with this config."""
-    if not (path / "zarr.json").is_file():
-        raise StoreError(f"{path}: no train store; the test split is whitened with the train "
-                         "PSD, so preprocess train first (--splits train)")
-    g = zstore.open_store(path)
-    diff = dict_diff(run_identity(g.attrs.get("config", {})), run_identity(cfg))
-    if diff:
-        raise StoreError(f"{path} was made with another config "
-                         f"({format_diff(diff, 'store', 'now')}); the test split needs the "
-                         "train PSD of this config: re-run --splits train")
-    return zstore.read_psd(g)
-
-
-# ---------------------------------------------------------------------------------------------
-# Creating and checking a store
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for name in ("torch", "nnAudio", "zarr", "numpy", "g2net-spectrogram"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:  # run from a checkout that was never pip-installed
-            out[name] = None
-    return out
-
-
-def _create_store(path: Path, split: str, cfg: PreprocessConfig, ids: np.ndarray,
-                  targets: np.ndarray, psd: np.ndarray, data: Path, device: torch.device,
-                  replace: bool) -> None:
-    """Build the empty store under a temporary name and rename it into place, so that a store
-    at ``path`` always has its attributes and (train) PSD, even after a kill."""
-    from preprocess.transforms import Transform
-
-    if path.exists():
-        if not replace:
-            raise StoreError(f"{path} exists; use --overwrite to replace it")
-        if not (path / "zarr.json").is_file():
-            raise StoreError(f"{path} exists and is not a Zarr store; refusing to delete it")
-    image_shape = Transform.from_config(cfg.whiten, cfg.cqt, psd).image_shape
-    attrs = {"config": to_dict(cfg), "transform": transform_identity(cfg, zstore.psd_sha256(psd)),
-             "source": str(data.resolve()), "versions": _versions(),
-             "device_type": device.type}
-    tmp = path.with_name(f".{path.name}.creating")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    g = zstore.create(tmp, split=split, ids=ids, targets=targets, image_shape=image_shape,
-                      chunk_size=cfg.store.chunk_size, codec=cfg.store.codec,
-                      clevel=cfg.store.clevel, save_waves=cfg.save_waves, attrs=attrs)
-    if split == "train":
-        zstore.write_psd(g, psd, df=layout.SAMPLE_RATE / layout.N_TIME)
-    if path.exists():
-        log.info("%s: --overwrite: replacing the existing store", path)
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    log.info("%s: created, %d samples in %d chunks of %d, images %s float16, codec %s",
-             path.name, len(ids), zstore.n_chunks(len(ids), cfg.store.chunk_size),
-             cfg.store.chunk_size, tuple(image_shape), cfg.store.codec)
-
-
-def _check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targets: np.ndarray,
-                     train_psd: np.ndarray | None, data: Path, split: str,
-                     device: torch.device) -> None:
-    """StoreError unless the store at ``path`` was made by this config and this transform code
-    from these samples.
-
-    ``train_psd``: for test, the train store's PSD (the test store must name its hash); None
-    for train, whose PSD is its own and is checked against its hash instead.
-    """
-    stored = g.attrs.asdict()
-    if stored.get("split") != split:
-        raise StoreError(f"{path}: holds split {stored.get('split')!r}, not {split!r}")
-    diff = dict_diff(run_identity(stored.get("config", {})), run_identity(cfg))
-    recorded = stored.get("transform", {})
-    psd_hash = (zstore.psd_sha256(train_psd) if train_psd is not None
-                else recorded.get("psd_sha256", ""))
-    # Another TRANSFORM_VERSION (code changed since the store was begun) shows up here too;
-    # a whiten/cqt key that differs in the config is named once, as a config key.
-    named = {k for k, _, _ in diff}
-    diff += [d for d in dict_diff(recorded, transform_identity(cfg, psd_hash), "transform.")
-             if d[0].removeprefix("transform.") not in named]
-    # "device: auto" may resolve differently on another machine; CPU and GPU round differently.
-    diff += dict_diff({"device_type": stored.get("device_type")}, {"device_type": device.type})
-    if diff:
-        raise StoreError(f"{path} was made with another config: "
-                         f"{format_diff(diff, 'store', 'now')}; "
-                         "use --overwrite to replace it, or another --out")
-    old_ids, old_targets = np.asarray(g["ids"][:]), np.asarray(g["targets"][:])
-    if not np.array_equal(old_ids, ids) or not np.array_equal(old_targets, targets):
-        label_file = data / layout.LABEL_FILES[split]
-        detail = (f"{old_ids.size} stored vs {ids.size} listed" if old_ids.size != ids.size
-                  else _first_difference(old_ids, ids, old_targets, targets))
-        raise StoreError(f"{path} holds other samples than {label_file} ({detail}; made from "
-                         f"{stored.get('source')}); use --overwrite to replace it")
-    if split == "train":
-        zstore.read_psd(g)  # the PSD must still match its hash
-    if stored.get("source") != str(data.resolve()):
-        log.info("%s: made from %s, resuming from %s (same ids and targets)", path.name,
-                 stored.get("source"), data.resolve())
-    run_diff = dict_diff({k: stored.get("config", {}).get(k) for k in RUNTIME_KEYS},
-                     {k: getattr(cfg, k) for k in RUNTIME_KEYS})
-    if run_diff:
-        log.info("%s: resuming with other run settings: %s", path.name,
-                 format_diff(run_diff, "store", "now"))
-
-
-def _first_difference(a_ids, b_ids, a_targets, b_targets) -> str:
-    i = int(np.flatnonzero((a_ids != b_ids) | (a_targets != b_targets))[0])
-    (a,), (b,) = layout.int_to_id(a_ids[i : i + 1]), layout.int_to_id(b_ids[i : i + 1])
-    return (f"row {i}: stored id {a} target {a_targets[i]}, listed id {b} target {b_targets[i]}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 
 from data import layout
 from data.layout import BadSample, DataError
-from preprocess.transforms import PSDAccumulator
+from preprocess.spectral import PSDAccumulator
 
 log = logging.getLogger(__name__)
 

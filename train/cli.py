@@ -2,33 +2,9 @@
 
     accelerate launch [launch flags] -m train --config configs/train/NAME.yaml [key=value ...]
     python -m train --config configs/train/NAME.yaml [key=value ...]     # one process
-    g2net-train --config ...                                              # same as python -m train
 
-Keys are those of :class:`train.config.TrainConfig` (``fold=1 epochs=3 model.name=resnet34
-augment.swap_p=0.5 ...``). Devices, processes and mixed precision come from the launch flags
-(``accelerate launch --mixed_precision bf16 --multi_gpu --num_processes 4``), never from the
-config. Outputs go to ``OUT/NAME/fold{k}/`` (:mod:`train.checkpoints` lists them).
-
-``fold=all`` trains every fold in turn, each in a fresh ``python -m train ... fold=k``
-subprocess (same environment) so that no state leaks from one fold into the next. It runs
-from a single process only: under a multi-process launch, train the folds one launch each,
-as timm's and ConvNeXt's scripts leave to the shell::
-
-    for k in 0 1 2 3 4; do accelerate launch --multi_gpu ... -m train ... fold=$k; done
-
-Whichever way the folds were trained, the fold that completes the set joins every fold's
-``oof.csv`` into ``OUT/NAME/oof.csv`` and logs the out-of-fold AUC. ``resume=auto`` resumes
-each fold (finished folds return at once).
-
-Bad input (missing, incomplete or foreign store, a fold outside ``n_folds``, an unknown or
-mistyped key, a model or image size that cannot run, a tracker that is not installed, a run
-directory that already holds checkpoints without ``resume=auto``) stops before any training
-with one line ``g2net-train: error: ...`` and exit status 2; a NaN loss or a failed write
-(``OSError``) ends with status 1 (:mod:`data.cli`).
-
-``log_with=[tensorboard]`` (or wandb, mlflow, ...: accelerate's trackers) also reports the
-flattened config and every epoch's ``history.csv`` row through accelerate's tracking API
-(``init_trackers``, ``log(step=epoch)``); local trackers write under ``fold{k}/logs/NAME/``.
+``fold=all`` trains every fold in turn, each in a fresh subprocess, from a single process;
+the fold that completes the set joins the out-of-fold predictions (docs/training.md).
 """
 
 from __future__ import annotations

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from data.inputs.images import model_input
 from data.inputs.loader import batches
 from data.metrics import probability, roc_auc
+from data.progress import progress_bar
 from train.augment import augment, augment_waves
 from train.config import AugmentConfig
 
@@ -113,7 +113,7 @@ def train_one_epoch(
     model.train()
     local_sum, local_count = 0.0, 0
     seen, start = 0, time.perf_counter()
-    bar = tqdm(total=n_batches, initial=state.batches_done, desc=f"epoch {state.epoch + 1}",
+    bar = progress_bar(total=n_batches, initial=state.batches_done, desc=f"epoch {state.epoch + 1}",
                disable=not (progress and accelerator.is_main_process), dynamic_ncols=True,
                leave=False)
     for images, targets, _ in batches(loader, batch_size):

@@ -1,52 +1,9 @@
-"""Images from the Zarr store in blocks of whole chunks, for training and evaluation.
+"""Stored arrays in blocks of whole chunks, for training and evaluation.
 
-Per-sample random reads of a chunked, compressed array decode a whole chunk to return one
-sample: tens of times slower than reading whole chunks (the README's speed table, "loader",
-from bench/bench_loader.py). So the unit of reading is the chunk, and
-shuffling is two-level:
-
-* training (``shuffle=True``): each epoch the chunks holding selected samples are permuted
-  (``numpy.random.default_rng([seed, epoch])``) and dealt to the ranks round-robin; each
-  rank groups its chunks into *blocks* of ``buffer_chunks`` consecutive chunks and shuffles
-  the samples inside each block. Every rank yields the same number of samples,
-  ``n_batches * batch_size`` (the shortest rank's count rounded down to whole batches, and to
-  a multiple of ``batch_multiple`` batches, e.g. the gradient-accumulation steps), so DDP
-  never waits on a rank that ran out; the few samples cut are different ones each epoch.
-* evaluation / inference (``shuffle=False``): each rank reads a contiguous run of chunks in
-  store order, balanced by sample count, and pads its stream with *padding* rows (index -1,
-  zero image, target 0) up to the longest rank's length, so every rank yields batches of the
-  same sizes. Each selected sample appears exactly once across ranks; drop rows with
-  ``index < 0`` after gathering.
-
-The order of a rank's samples is a pure function of (indices, seed, epoch, rank, world size,
-buffer_chunks, batch_size): not of the number of loader workers, nor of how many batches
-were skipped (``start_batch``, for exact mid-epoch resume without reading the skipped data).
-
-The dataset yields *blocks*, ``(*arrays, targets, index)``, by default ``(images, targets,
-index)`` with images ``(n, 3, n_bins, n_frames)`` float16 (or whitened ``waves`` ``(n, 3,
-4096)`` float16, or both), targets ``(n,)`` float32 and index ``(n,)`` int64 (the sample's row in
-the store, -1 for padding); a ``DataLoader(dataset, batch_size=None)`` delivers them in plan
-order for any number of workers (block ``b`` is read by worker ``b % num_workers``, which is
-the order in which the DataLoader collects results, with its default ``in_order=True``), and
-:func:`batches` cuts the stream into batches after the transfer to the device. Blocks rather
-than samples cross the worker boundary because then one worker reads each block once while
-the batch order stays independent of the number of workers (with per-sample items each
-worker would batch its own stream), and a block is one contiguous array: no per-sample
-Python work, no collate.
-
-Memory: a block holds ``buffer_chunks * chunk_size`` images (8 x 64 native 3 x 46 x 129
-float16 images: 18 MB; 4 x 64 of the seed's 3 x 232 x 257: 92 MB), and about
-``2 * num_workers + 2`` blocks are in flight (the DataLoader's prefetch, in shared memory;
-the pinned copy; the block being cut into batches).
-
-Reads go through :func:`data.store.open_store`, so a chunk file that is missing or fails its
-crc32c checksum stops the epoch with :class:`data.store.StoreDamaged` naming the array, chunk
-and samples (never zeros in its place); in a worker process, torch re-raises it in the main
-process with the same type and text.
-
-Workers open the store lazily (the Zarr array is never pickled into them) and work with
-``fork`` (zarr resets its I/O thread after a fork) as well as ``spawn``. Normalisation and
-augmentation happen in the main process on the device (:mod:`data.inputs.images`), never here.
+A chunk is the unit of reading (a per-sample read would decode a whole chunk for one sample);
+shuffling is two-level, chunks across ranks and samples inside blocks of chunks; every rank
+yields the same number of batches; and the order is a function of (seed, epoch) alone, whatever
+the number of DataLoader workers (docs/training.md, "Notes from the code").
 """
 
 from __future__ import annotations

@@ -1,47 +1,7 @@
 """1D CNNs on whitened strain, registered with timm: ``import data.models`` and then
-``timm.create_model("g2net_1d_small", pretrained=False, num_classes=1, in_chans=3,
-drop_rate=0.1, drop_path_rate=0.1)`` builds one like any timm image model.
-
-Why here, on the shared floor, although ``data`` otherwise knows formats and not models:
-training *and* inference must build these models by name, and ``infer`` may not import
-``train``. Nothing in this module reads files.
-
-Input: ``(B, 3, T)`` float32 whitened strain (rows H1, L1, V1; 2048 Hz; Gaussian noise has
-unit variance: the store's ``waves`` array, ``save_waves=true``), T = 4096 for G2Net (2 s);
-any T >= :data:`MIN_LENGTH` works (global pooling). Output: ``(B, num_classes)`` logits.
-``in_chans`` must be 3 (the detectors are wired into the architecture); ``num_classes=0``
-returns the pooled features, as timm models do.
-
-Models (parameter counts at ``num_classes=1``):
-
-* ``g2net_1d_v3`` (width 16, ~1.5 M parameters), ``g2net_1d_v3_w32`` (~5.8 M): the design of
-  G2Net's 3rd place 1D model (private LB 0.8820, their best single model). One extractor per
-  detector, H1 and L1 sharing every weight (the same module is called on both), V1 its own:
-  conv k=127 -> BN -> SiLU -> conv k=127 -> GeM pool /2, then residual blocks (k=31) that
-  downsample with GeM pooling, never strided convs. Per-detector branches (H1/L1 shared
-  again) and a joint branch over all three, concatenated; residual blocks k=15 and k=7; an
-  average+max pooled head and a two-layer MLP with dropout (``drop_rate``).
-  ``drop_path_rate``: stochastic depth on the residual branches, per sample (timm's
-  ``DropPath``), rising linearly from 0 to the rate over the blocks in order.
-* ``g2net_1d_small`` (~0.11 M): five conv-BN-SiLU-maxpool blocks (kernels 63/31/15/7/7,
-  channels 16-32-64-64-64) over the three detectors together, global average+max pool,
-  (``g2net_1d_tiny``: the same at channels 8-16-32-32-32, for the demo and tests)
-  dropout (``drop_rate``), linear. Trains on a CPU. No residual blocks, so
-  ``drop_path_rate`` is accepted and has no effect.
-
-Adding a model: write an ``nn.Module`` whose ``__init__`` takes ``in_chans``,
-``num_classes``, ``drop_rate``, ``drop_path_rate`` (call :func:`_check_in_chans`), whose
-classifier is ``self.head.fc`` and which has a ``num_classes`` attribute; add its name to
-``default_cfgs`` below; add a ``@_register`` function ``name(pretrained=False, **kwargs)``
-returning ``_create("name", Cls, pretrained, **kwargs)``.
-
-Local weights: ``pretrained=True, pretrained_cfg_overlay=dict(file="w.safetensors")`` (how
-``train`` loads ``model.pretrained_file``) goes through timm's ``load_pretrained``: the file
-(a safetensors or torch state_dict of the same model) is loaded strictly; a classifier
-``head.fc`` of another ``num_classes`` is dropped (the head starts afresh); weights of
-another architecture raise RuntimeError naming the missing/unexpected keys. There is no
-input-stem adaptation (``first_conv`` None: the input is always 3 detectors).
-``pretrained=True`` without a file raises RuntimeError: no published weights exist.
+``timm.create_model("g2net_1d_small", num_classes=1, in_chans=3)`` builds one like any timm
+model. Input ``(B, 3, T)`` float32 whitened strain (rows H1, L1, V1 at 2048 Hz; T >=
+:data:`MIN_LENGTH`), output ``(B, num_classes)`` logits. The designs: docs/training.md.
 """
 
 from __future__ import annotations

@@ -1,60 +1,6 @@
-"""Long synthetic strain: seamless coloured noise with BBH injections, one file per detector.
-
-    python -m data.sim.long_strain --out DIR --duration SECONDS --seed S [--snr SPEC]
-        [--injections-every SECONDS] [--format gwf|hdf5] [--sample-rate 2048]
-        [--gps-start T] [--segment SECONDS] [--no-noise] [--overwrite] [--quiet]
-
-writes, under DIR::
-
-    H-H1_SYNTH-<gps>-<dur>.gwf     channel H1:SYNTH-STRAIN, float64 strain, unit "strain"
-    L-L1_SYNTH-<gps>-<dur>.gwf     L1:SYNTH-STRAIN
-    V-V1_SYNTH-<gps>-<dur>.gwf     V1:SYNTH-STRAIN   (.hdf5 with --format hdf5)
-    injections.csv                 one row per injection (INJECTION_COLUMNS), in time order
-    synth_long.yaml                the settings that made the files
-
-Read them with gwpy: ``TimeSeries.read(path, "H1:SYNTH-STRAIN")`` (GWF; ``start=``/``end=``
-read a stretch; a list of consecutive files reads as one series) or
-``TimeSeries.read(path, format="hdf5")``. A GWF file holds one frame per ``--segment``
-seconds (written one after another through lalframe's FrameU API, as gwpy's own
-``write_frames`` does); an HDF5 file holds one resizable dataset named after the channel, with
-the attributes gwpy writes (``x0`` = GPS start, ``dx`` = 1 / sample rate, ``xunit``, ``unit``,
-``channel``, ``name``), grown segment by segment. Memory does not grow with the duration.
-lalframe gzips every float vector it writes (DIFF_GZIP, fixed in its FrameAdd functions): GWF
-files come out a little smaller than raw and are much slower to write than HDF5 (uncompressed);
-the README ("Long strain") gives the figures.
-
-Noise (:class:`Noise`)
-    The PSDs of :func:`data.sim.physics.noise_psd` (O3 curves with the low-frequency wall),
-    made by filtering white Gaussian noise with a fixed FIR: the zero-phase impulse response of
-    ``sqrt(PSD * fs / 2)``, ``FIR_DURATION`` = 32 s long, Tukey(0.5)-windowed (its PSD is the
-    curve to within 0.3 % over 20-900 Hz, except 3 % at V1's narrow 438 Hz line). It is applied
-    by overlap-save in fixed blocks of 32 s on the absolute GPS sample grid, the white noise of
-    block b drawn from ``SeedSequence(seed, spawn_key=(2, b + 1))``: a sample's value depends
-    only on (seed, sample rate, GPS sample), never on how the file is cut into segments, so
-    there are no seams, and files with consecutive GPS spans and one seed join into one
-    continuous series.
-
-Injections (:func:`plan_injections`, :func:`render_injection`)
-    The priors of :func:`data.sim.samples.draw_source` and the physics of :mod:`data.sim.physics`
-    (IMRPhenomPv2, antenna patterns and delays at the injection's own GPS time, sub-sample
-    delays, rescaling to a network optimal SNR drawn from ``--snr``). Slot k covers
-    ``[k, k + 1) * every`` s from the file start; its geocentre merger time is uniform in
-    ``[k * every + lead, (k + 1) * every - tail]`` with ``lead`` = 13 s (lalsimulation's upper
-    bound on a 7 + 7 Msun, spin-0.99 chirp's time from 20 Hz to merger, rounded up) and
-    ``tail`` = 1 s (the ringdown bound of a 100 Msun remnant is 0.2 s): the in-band (>= 20 Hz)
-    parts of two injections never overlap, and none is cut by a file edge. The waveform starts
-    at 15 Hz (``F_START_MIN``; later for a merger within ~26 s of the file start: see
-    :func:`data.sim.physics.polarisations`), up to ~33 s before merger, and is added across
-    segment boundaries. Injection k draws (source, SNR, jitter) from
-    ``SeedSequence(seed, spawn_key=(1, gps_start, k))``.
-
-SNR (``injections.csv``)
-    ``snr_h1``... are the optimal SNRs of the whole injected waveform (20-1000 Hz, against the
-    noise model on the rendering's frequency grid, as :func:`data.sim.physics.optimal_snr`);
-    ``snr`` is their quadrature sum, the drawn network SNR. ``snr_2s`` is the network SNR of the
-    2 s that a G2Net sample with its merger at 1.6 s (the middle of data.sim.samples's prior) would
-    keep, computed exactly as data.sim.samples does: lower than ``snr`` for light binaries, whose
-    chirp spends seconds in band.
+"""Long synthetic strain: seamless coloured noise with BBH injections, one GWF or HDF5 file per
+detector and an ``injections.csv`` (``g2net-synth-long``, ``python -m data.sim.long_strain``;
+docs/synthetic-data.md).
 """
 
 from __future__ import annotations
@@ -70,25 +16,23 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import h5py
 import lal
-import lalframe
 import lalsimulation
 import numpy as np
 import yaml
 from scipy.signal.windows import tukey
-from tqdm import tqdm
 
 from data.cli import cli_errors
 from data.layout import DETECTORS, SAMPLE_RATE
+from data.progress import progress_bar
 from data.sim import physics, samples
+from data.sim.frames import DEFAULT_SEGMENT, GWFWriter, HDF5Writer, channel_name, strain_path
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("gwf", "hdf5")
 DEFAULT_SNR = "uniform:4,20"
 DEFAULT_INJECTIONS_EVERY = 32.0  # s
-DEFAULT_SEGMENT = 64  # s of strain per frame / per HDF5 write
 MAX_SAMPLE_RATE = 16384  # Hz; the aLIGO O3 table ends at 5 kHz, lalsimulation extrapolates
 FIR_DURATION = 32  # s; the noise filter's length, also the overlap-save block
 FIR_TUKEY_ALPHA = 0.5
@@ -106,16 +50,6 @@ INJECTION_COLUMNS = (
 )  # fmt: skip
 _PARTIAL = ".partial"
 _INJECTION_KEY, _NOISE_KEY = 1, 2
-
-
-def channel_name(detector: str) -> str:
-    """``H1`` -> ``H1:SYNTH-STRAIN``: the channel (GWF) / dataset (HDF5) name."""
-    return f"{detector}:SYNTH-STRAIN"
-
-
-def strain_path(out: str | Path, detector: str, gps_start: int, duration: int, fmt: str) -> Path:
-    """``out/H-H1_SYNTH-<gps_start>-<duration>.<fmt>``: the LIGO file-name convention."""
-    return Path(out) / f"{detector[0]}-{detector}_SYNTH-{int(gps_start)}-{int(duration)}.{fmt}"
 
 
 # --- noise ---------------------------------------------------------------------------------
@@ -314,74 +248,7 @@ def _overlap(strain: np.ndarray, start: int, a: int, n: int) -> tuple[slice, sli
 # --- writers -------------------------------------------------------------------------------
 
 
-class _GWFWriter:
-    """One GWF file, one frame per :meth:`write` (lalframe's FrameU stream, as gwpy writes)."""
-
-    # LAL_<site>_DETECTOR_BIT = 1 << 2 * LALDetectorIndex<site>DIFF (LALDetectors.h); the
-    # SWIG bindings export only the indices.
-    _DETECTOR_BITS = {
-        "H1": 1 << 2 * lal.LALDetectorIndexLHODIFF,
-        "L1": 1 << 2 * lal.LALDetectorIndexLLODIFF,
-        "V1": 1 << 2 * lal.LALDetectorIndexVIRGODIFF,
-    }
-
-    def __init__(self, path: Path, detector: str, gps_start: int, sample_rate: int):
-        self.path, self.detector = path, detector
-        self.gps_start, self.sample_rate = gps_start, sample_rate
-        self._stream = lalframe.FrameUFrFileOpen(str(path), "w")
-        self._n_frames = 0
-
-    def write(self, offset: int, data: np.ndarray) -> None:
-        epoch = lal.LIGOTimeGPS(self.gps_start) + offset / self.sample_rate
-        frame = lalframe.FrameNew(
-            epoch,
-            data.size / self.sample_rate,
-            "SYNTH",
-            -1,  # run: negative numbers are reserved for simulated data
-            self._n_frames,
-            self._DETECTOR_BITS[self.detector],
-        )
-        series = lal.CreateREAL8TimeSeries(
-            channel_name(self.detector), epoch, 0.0, 1.0 / self.sample_rate, lal.StrainUnit,
-            data.size,
-        )  # fmt: skip
-        series.data.data[:] = data
-        lalframe.FrameAddREAL8TimeSeriesProcData(frame, series)
-        lalframe.FrameUFrameHWrite(self._stream, frame)
-        self._n_frames += 1
-
-    def close(self) -> None:
-        # The SWIG object's destructor writes the table of contents and closes the file
-        # (lalframe exposes no close of its own; gwpy's write_frames relies on the same).
-        del self._stream
-
-
-class _HDF5Writer:
-    """One HDF5 file with one resizable dataset, in gwpy's TimeSeries layout."""
-
-    def __init__(self, path: Path, detector: str, gps_start: int, sample_rate: int):
-        self.path = path
-        self._file = h5py.File(path, "w")
-        name = channel_name(detector)
-        chunk = min(DEFAULT_SEGMENT * sample_rate, 1 << 20)  # <= 8 MB chunks
-        self._dataset = self._file.create_dataset(
-            name, shape=(0,), maxshape=(None,), dtype="<f8", chunks=(chunk,)
-        )
-        attrs = dict(
-            channel=name, name=name, unit="strain", x0=float(gps_start),
-            dx=1.0 / sample_rate, xunit="s",
-        )  # fmt: skip
-        self._dataset.attrs.update(attrs)
-
-    def write(self, offset: int, data: np.ndarray) -> None:
-        self._dataset.resize((offset + data.size,))
-        self._dataset[offset:] = data
-
-    def close(self) -> None:
-        self._file.close()
-
-
-_WRITERS = {"gwf": _GWFWriter, "hdf5": _HDF5Writer}
+_WRITERS = {"gwf": GWFWriter, "hdf5": HDF5Writer}
 
 
 # --- the file set --------------------------------------------------------------------------
@@ -494,7 +361,7 @@ def generate(
         csv_writer = csv.writer(table)
         csv_writer.writerow(INJECTION_COLUMNS)
         bar = stack.enter_context(
-            tqdm(total=duration, desc="synth-long", unit="s", disable=not progress)
+            progress_bar(total=duration, desc="synth-long", unit="s", disable=not progress)
         )
         pending = list(reversed(planned))  # pop() gives the next in time
         active: list[Render] = []

@@ -1,53 +1,7 @@
-"""Physics of the synthetic G2Net generator: detector noise, BBH signals, SNR and the oracle.
-
-Pure functions over numpy arrays; files are written by :mod:`data.sim.samples`. Every strain array is
-float64, dimensionless, at ``SAMPLE_RATE`` = 2048 Hz, rows in ``DETECTORS`` order (H1, L1, V1);
-a sample is ``(3, N_TIME)`` = 2 s. PSDs are one-sided, in 1/Hz, float64 (they are ~1e-46 and
-underflow float32).
-
-Noise model (:func:`noise_psd`)
-    Above a join frequency ``f_join`` the PSD is the published O3 sensitivity curve
-    (LIGO-T1800545): ``SimNoisePSDaLIGOaLIGOO3LowT1800545`` for H1 and L1,
-    ``SimNoisePSDAdVO3LowT1800545`` for V1. Below ``f_join`` it is the power law
-    ``S(f_join) * (max(f, 3 Hz) / f_join) ** -alpha``, flat below 3 Hz. G2Net's raw data has a
-    per-channel std of about 7.4e-21 (H1, L1) and 1.8e-21 (V1) with most variance below ~15 Hz,
-    far more than the curves hold (their part above 15 Hz has a std of 3.2e-22 for aLIGO), so:
-
-    * H1, L1: ``f_join`` = 15 Hz, ``alpha`` = 5 (a steep red wall): std 7.6e-21.
-    * V1: the AdV curve above 15 Hz alone already has a std of 1.8e-21 (it rises steeply from
-      20 Hz down to its 10 Hz start), so V1 gets no red wall; instead the curve is followed down
-      to ``f_join`` = 17 Hz and rolled off as f**4 below it (``alpha`` = -4): std 1.80e-21.
-      V1 is therefore quieter at 3-15 Hz than at 20 Hz, which real Virgo is not; all of this
-      lies below the 20 Hz analysis band, and :func:`project` starts signals at >= 15 Hz.
-
-    Noise is drawn in the frequency domain over 8 s (4 x the sample) and the middle 2 s are
-    kept, so the sample's two ends are not tied together by the FFT's circular wrap-around.
-    The DC bin is left empty (zero-mean noise).
-
-Signals (:func:`project`)
-    ``lalsimulation.SimInspiralChooseTDWaveform`` with ``APPROXIMANT`` (IMRPhenomPv2, precessing)
-    at 2048 Hz, started at the Newtonian frequency that leaves the merger ``merger_time + 0.5 s``
-    away (at least 15 Hz), so the chirp is already running when the sample starts. ``t = 0`` of
-    the waveform (≈ peak amplitude) is the merger time at the geocentre; each detector gets
-    ``F+ h+ + Fx hx`` (``lal.ComputeDetAMResponse``) delayed by
-    ``lal.TimeDelayFromEarthCenter``, the fractional part of the delay applied as a phase in the
-    frequency domain. Earth's orientation is that of ``GPS_REFERENCE``; right ascension is
-    isotropic, so the choice of time is immaterial.
-
-SNR and oracle
-    :func:`optimal_snr`: rho_i^2 = 4 sum_f |h_i(f)|^2 / S_i(f) df over 20-1000 Hz, with h_i the
-    DFT (times dt) of the 2 s of signal as it lies in the sample, and S_i the noise model on the
-    same 0.5 Hz grid; network rho = sqrt(sum_i rho_i^2). (A longer signal, as in
-    :mod:`data.sim.long_strain`, gets the finer grid of its own length.)
-
-Sample rate
-    Everything is at 2048 Hz unless a function takes ``sample_rate``: the PSDs, the waveform,
-    its projection and the SNR also work at multiples of it, for :mod:`data.sim.long_strain`.
-    :func:`oracle_statistic`: the matched filter with the true template: data and template
-    Tukey-windowed (alpha 0.1, which keeps the red wall's leakage out of the band), complex
-    filter per detector over 20-1000 Hz normalised by the template's sigma (so |z_i|^2 is
-    chi^2 with 2 degrees of freedom in noise: maximised over phase), combined as
-    sqrt(sum_i |z_i(t)|^2) and maximised over a common shift t within +-50 ms.
+"""Physics of the synthetic generator: detector noise (the O3 curves with a low-frequency wall),
+precessing BBH signals projected onto H1, L1 and V1, and their SNR. Pure functions over numpy
+arrays: strain float64 at ``SAMPLE_RATE`` (2048 Hz), rows in ``DETECTORS`` order; PSDs
+one-sided, 1/Hz, float64 (docs/synthetic-data.md).
 """
 
 from __future__ import annotations

@@ -1,49 +1,6 @@
-"""Synthetic G2Net data: coloured detector noise with and without BBH chirps, in the Kaggle layout.
-
-    python -m data.sim.samples --out DIR --n-train N --n-test M --seed S [--snr SPEC] [--jobs J]
-                         [--overwrite]
-
-writes, under DIR (see :mod:`data.layout`)::
-
-    train/{id[0]}/{id[1]}/{id[2]}/{id}.npy   float64 (3, 4096): H1, L1, V1 strain at 2048 Hz
-    test/...                                 the same
-    training_labels.csv                      id,target
-    sample_submission.csv                    id,target with target 0.5, as on Kaggle
-    truth.csv                                every sample's truth, test labels included
-    synth.yaml                               the settings that made the set
-
-The physics (noise PSDs, waveforms, projection, SNR, the oracle) is in
-:mod:`data.sim.physics`. Here: the priors, the SNR distribution, the sample plan and the I/O.
-
-Priors (:func:`draw_source`), drawn for every sample, signal or not
-    component masses uniform in [7, 50] Msun (sorted so mass1 >= mass2); spins isotropic in
-    direction with magnitude uniform in [0, 0.99] (precessing); inclination isotropic
-    (cos uniform); orbital phase uniform; sky position isotropic; polarisation uniform in
-    [0, pi); merger time (geocentre) uniform in [1.3, 1.9] s from the sample start.
-
-SNR (``--snr``)
-    Signals are rescaled to a network optimal SNR drawn from the spec: ``uniform:LO,HI``,
-    ``normal:MU,SIGMA,MIN`` (max(N(MU, SIGMA), MIN)) or ``fixed:X``. The default
-    ``uniform:1,11`` is hard on purpose, like G2Net: 70% of signals are below SNR 8, and the
-    oracle's AUC on it is ≈0.88 (the README gives it for the standard set). (Oracle AUC at a
-    fixed SNR, 600 + 600 samples: 0.50 at 1, 0.56 at 2, 0.69 at 3, 0.85 at 4, 0.96 at 5,
-    0.99 at 6, 1.00 at 7; a mixture's AUC is the average over its SNRs.)
-    G2Net's best models reached 0.88 on the real data.
-
-Oracle (``truth.csv`` column ``oracle``)
-    The true-template matched filter (:func:`data.sim.likelihood.oracle_statistic`): for a
-    signal the injected signal itself, for noise the projected signal of the sample's own prior
-    draw (made by the same pipeline, just not injected). Its AUC is the ceiling for any
-    classifier on the set. Noise rows of ``truth.csv`` leave the source columns empty and have
-    snr 0.
-
-Determinism
-    ``numpy.random.SeedSequence(seed)`` gives a plan stream (ids, labels) and one child stream
-    per sample, so a sample depends on the seed and its position only: the same seed
-    gives byte-identical files for any ``--jobs``. Ids are 10 random lowercase hex digits,
-    unique across both splits; each label file is sorted by id, as on Kaggle. Each split has
-    exactly floor(n / 2) signals. ``n_train`` must be at least 2 (both classes); ``n_test`` may
-    be 0 (an empty test split: ``sample_submission.csv`` holds only its header).
+"""Synthetic G2Net data in the Kaggle layout: coloured detector noise with and without BBH
+chirps, and ``truth.csv`` with every sample's label, SNR and oracle statistic (``g2net-synth``,
+``python -m data.sim.samples``; docs/synthetic-data.md).
 """
 
 from __future__ import annotations
@@ -63,11 +20,11 @@ from pathlib import Path
 import lal
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from data.cli import cli_errors
 from data.layout import DETECTORS, LABEL_FILES, SPLITS, sample_path, write_labels
 from data.metrics import roc_auc
+from data.progress import progress_bar
 from data.sim import likelihood, physics
 
 log = logging.getLogger(__name__)
@@ -333,7 +290,7 @@ def generate(
     with contextlib.ExitStack() as stack:
         truth = stack.enter_context((out / TRUTH_FILE).open("w", newline=""))
         bar = stack.enter_context(
-            tqdm(total=len(planned), desc="synth", unit="sample", disable=not progress)
+            progress_bar(total=len(planned), desc="synth", unit="sample", disable=not progress)
         )
         if jobs == 1:
             rows = map(write, planned)

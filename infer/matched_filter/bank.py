@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from data.layout import DETECTORS, N_TIME, SAMPLE_RATE
-from preprocess.transforms import bandpass_gain, tukey
+from preprocess.spectral import tukey
+from preprocess.transforms import bandpass_gain
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from data import devices, layout
+from data.progress import progress_bar
 from infer.matched_filter.bank import (
     APPROXIMANT,
     DEFAULT_MIN_MATCH,
@@ -99,7 +99,7 @@ def run(
 
     stat = np.empty(len(index))
     filter_start = time.perf_counter()
-    with tqdm(total=len(index), desc=f"matched filter {split}", unit="sample",
+    with progress_bar(total=len(index), desc=f"matched filter {split}", unit="sample",
               disable=not progress, dynamic_ncols=True) as bar:
         for lo in range(0, len(index), batch_size):
             rows = range(lo, min(lo + batch_size, len(index)))

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from data import devices
 from data.inputs.loader import batches
 from data.metrics import probability
+from data.progress import progress_bar
 from infer.config import InferConfig
 from infer.predict.checkpoints import Fold
 from infer.predict.ensemble import Stack, combine, combine_members
@@ -72,7 +72,7 @@ def predict(
     probs = np.full((len(folds), len(views), n), np.nan, dtype=np.float64)
     valid = inputs.valid.copy()
     seen = np.zeros(n, dtype=bool)
-    bar = tqdm(total=int(valid.sum()), desc="infer", unit="sample", dynamic_ncols=True,
+    bar = progress_bar(total=int(valid.sum()), desc="infer", unit="sample", dynamic_ncols=True,
                disable=not (progress and accelerator.is_main_process))
     kinds = sorted({f.card.input for f in folds})
     with torch.inference_mode():

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from preprocess.transforms import median_psd, periodograms, tukey
+from preprocess.spectral import median_psd, periodograms, tukey
 
 
 class LocalPSD:

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -19,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
-from tqdm import tqdm
 
 from data import devices
 from data.config import from_dict
 from data.layout import DETECTORS
 from data.metrics import probability
+from data.progress import progress_bar
 from infer.predict.checkpoints import Fold
 from infer.predict.ensemble import combine
 from infer.predict.inputs import build_transform
@@ -136,10 +135,11 @@ def score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, accelera
     accelerator = accelerator or Accelerator()
     threads = torch.get_num_threads()
     if accelerator.device.type == "cpu":
-        cores = os.cpu_count() or 1
-        # With the transform thread, two threads call torch at once: half the cores each.
-        auto = cores // 2 if cfg.transform_thread else cores - 1
-        torch.set_num_threads(cfg.threads or max(1, auto))
+        # With the transform thread, two threads call torch at once: half the cores each;
+        # without, one core is left to the strain reading and bookkeeping.
+        auto = (devices.cpu_threads(sharers=2, spare=0) if cfg.transform_thread
+                else devices.cpu_threads(spare=1))
+        torch.set_num_threads(cfg.threads or auto)
     try:
         return _score_windows(strain, folds, cfg, accelerator, progress)
     finally:
@@ -199,8 +199,8 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
     n_scored = sum((b - a) * sum(slide_rows(b - a, k, m, len(slid), slid) is not None
                                  for k in range(cfg.slides + 1)) for a, b in rings)
     bars = {"disable": not progress, "dynamic_ncols": True, "unit": "window"}
-    transform_bar = tqdm(total=int(analysed.sum()), desc="transform", **bars)
-    score_bar = tqdm(total=n_scored, desc="score", **bars)
+    transform_bar = progress_bar(total=int(analysed.sum()), desc="transform", **bars)
+    score_bar = progress_bar(total=n_scored, desc="score", **bars)
     strided = sliding_window_view(strain.data, n_time, axis=-1)[:, ::grid.stride]  # no copy
     psd_segments: list[int] = []
 

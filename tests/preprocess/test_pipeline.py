@@ -74,7 +74,8 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_end_to_end(dataset, reference_cache, make_config):
-    from preprocess.transforms import Transform, estimate_psd
+    from preprocess.spectral import estimate_psd
+    from preprocess.transforms import Transform
 
     cache, summary = reference_cache
     cfg = make_config()

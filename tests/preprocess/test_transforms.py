@@ -10,14 +10,8 @@ import torch.nn.functional as F
 
 from data.layout import N_TIME, SAMPLE_RATE
 from preprocess.config import CQTConfig, load_preset
-from preprocess.transforms import (
-    CQT,
-    IMPLS,
-    PSDAccumulator,
-    Transform,
-    Whiten,
-    estimate_psd,
-)
+from preprocess.spectral import PSDAccumulator, estimate_psd
+from preprocess.transforms import CQT, IMPLS, Transform, Whiten
 
 FS = SAMPLE_RATE
 

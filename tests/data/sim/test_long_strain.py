@@ -18,11 +18,7 @@ pytest.importorskip("lalframe")
 gwpy_ts = pytest.importorskip("gwpy.timeseries")
 
 from data.layout import DETECTORS  # noqa: E402
-from data.sim import (  # noqa: E402
-    long_strain,
-    physics,  # noqa: E402
-    samples,
-)
+from data.sim import frames, long_strain, physics, samples  # noqa: E402
 
 TimeSeries, TimeSeriesDict = gwpy_ts.TimeSeries, gwpy_ts.TimeSeriesDict
 
@@ -47,7 +43,7 @@ def read(summary: dict, detector: str) -> TimeSeries:
     path = summary["paths"][detector]
     if path.endswith(".hdf5"):
         return TimeSeries.read(path, format="hdf5")
-    return TimeSeries.read(path, long_strain.channel_name(detector))
+    return TimeSeries.read(path, frames.channel_name(detector))
 
 
 def read_all(summary: dict) -> np.ndarray:
@@ -130,7 +126,7 @@ def test_consecutive_files_read_as_one_series(tmp_path):
         tmp_path / "second", 40, 5, injections_every=0, gps_start=GPS + 40, progress=False
     )
     for det in DETECTORS:
-        channel = long_strain.channel_name(det)
+        channel = frames.channel_name(det)
         joined = TimeSeries.read([first["paths"][det], second["paths"][det]], channel)
         reference = read(whole, det)
         assert joined.t0 == reference.t0 and joined.duration == reference.duration

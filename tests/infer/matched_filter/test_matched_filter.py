@@ -23,7 +23,7 @@ from infer.matched_filter import bank as mf_bank  # noqa: E402
 from infer.matched_filter.bank import build_bank  # noqa: E402
 from infer.matched_filter.cli import main  # noqa: E402
 from infer.matched_filter.filter import _data_spectrum, bank_statistic, snr2_series  # noqa: E402
-from preprocess.transforms import PSDAccumulator  # noqa: E402
+from preprocess.spectral import PSDAccumulator  # noqa: E402
 
 # A few non-spinning templates across the prior: light, unequal, heavy.
 PARAMS = np.array([

@@ -182,7 +182,7 @@ def test_local_psd_is_scipy_median_welch():
     assert used == 15
     segs = [data[:, j * fs:j * fs + n] for j in range(a, b) if j not in (20, 21)]
     ref = np.stack([welch(s, fs=fs, window=("tukey", 0.25), nperseg=n)[1] for s in segs])
-    from preprocess.transforms import median_psd
+    from preprocess.spectral import median_psd
     np.testing.assert_allclose(psd, median_psd(ref), rtol=1e-12)
 
 
