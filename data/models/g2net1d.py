@@ -153,7 +153,10 @@ class G2Net1DV3(_WaveModel):
                  num_classes: int = 1, drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
         _check_in_chans(in_chans)
+        # num_features: the pooled width the head reads (avg and max of the trunk's 8 * width
+        # channels); head_hidden_size: the pre-logits width (timm's names for both).
         self.in_chans, self.num_classes, self.num_features = in_chans, num_classes, 16 * width
+        self.head_hidden_size = head_hidden
         n = width
         # Stochastic depth rises linearly over the residual blocks in order of depth:
         # 2 in the extractors, 2 in the branches, 4 in the trunk.
@@ -201,8 +204,8 @@ class G2Net1DV3(_WaveModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        hidden = self.head.mlp[-4].num_features
-        self.head.fc = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.fc = (nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0
+                        else nn.Identity())
 
 
 class G2Net1DSmall(_WaveModel):

@@ -252,3 +252,20 @@ def test_v3_trains_under_bf16_autocast():
         out = model(torch.randn(2, 3, 1024))
     out.float().sum().backward()
     assert torch.isfinite(out).all() and model.extractor_hl[0][-1].p.grad is not None
+
+
+@pytest.mark.parametrize("name", m1d.WAVE_MODELS)
+def test_reset_classifier_and_widths_follow_timm(name):
+    """Fine-tuning from a 1D checkpoint goes through reset_classifier (issue 17: it raised
+    AttributeError for g2net_1d_v3). num_features is the pooled feature width, and with
+    num_classes=0 the model returns its pre-logits (head_hidden_size wide), as timm's do."""
+    m = timm.create_model(name, num_classes=1).eval()
+    x = torch.randn(2, 3, 4096)
+    pooled = m.head.pool(m.forward_features(x))
+    assert pooled.shape == (2, m.num_features)
+    m.reset_classifier(5)
+    assert m(x).shape == (2, 5) and m.num_classes == 5 and m.get_classifier().out_features == 5
+    m.reset_classifier(0)
+    width = getattr(m, "head_hidden_size", m.num_features)
+    assert m(x).shape == (2, width)
+    assert timm.create_model(name, num_classes=0).eval()(x).shape == (2, width)
