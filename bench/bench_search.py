@@ -16,7 +16,8 @@ to the compute-only ceiling, and the cost of time slides.
     in-memory batches of ``--batch-size`` windows, one thread: no reading, PSD, slides or
     bookkeeping, no second thread;
   - per variant ``THREADS:on|off`` (torch threads per op; the transform in its own thread or
-    not): *search, zero lag*: ``infer.search.pipeline.run`` (``--rescore``, stride 0.25 s, local PSD),
+    not): *search, zero lag*: ``infer.search.pipeline.run`` (``--rescore``, stride 0.25 s,
+    local PSD),
     the wall time of the whole call: reading, PSD, transform, model, clustering, files and
     plots (gwpy and the file readers imported beforehand); *search, K slides*: the same with
     ``--slides K``; a slide costs (wall(K) - wall(0)) / K.

@@ -100,6 +100,30 @@ def cpu_threads(sharers: int = 1, spare: int = 1) -> int:
     return max(1, cores // max(sharers, 1) - spare)
 
 
+@contextlib.contextmanager
+def cpu_process_group() -> Iterator[Any]:
+    """Accelerate's ``PartialState(cpu=True)`` for the duration of the block: the processes of a
+    launch joined as a gloo group on the CPU, whatever device each computes on (stage one's
+    few messages; several processes may share a GPU, which NCCL refuses).
+
+    Accelerate keeps one state per process and every later ``Accelerator()`` inherits it, so
+    a state left behind would put inference after preprocessing in the same process (the demo,
+    a notebook) on the CPU without a word (issue 17). A state this block made is therefore
+    dropped on exit, with its process group; one that existed before is left as it was.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    owned = not PartialState._shared_state  # accelerate's own test for "initialized"
+    state = PartialState(cpu=True)
+    try:
+        yield state
+    finally:
+        if owned:
+            if state.num_processes > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+            AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def check_one_process_per_gpu(local_processes: int, device_count: int) -> None:
     """ConfigError when ``local_processes`` processes of one machine in a NCCL group would
     share its ``device_count`` GPUs (NCCL refuses two ranks on one GPU, at the first collective,

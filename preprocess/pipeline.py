@@ -106,19 +106,19 @@ def run(
     # The process group only carries the main process's few messages (the done flags, an
     # error, barriers): gloo on the CPU whatever the device, so that several processes can
     # share a GPU (NCCL refuses two ranks on one GPU).
-    state = PartialState(cpu=True)
-    out.mkdir(parents=True, exist_ok=True)
-    log.info("preprocess %s -> %s: splits %s, device %s, %d process(es)", data, out,
-             ",".join(splits), device, state.num_processes)
-    if cfg.batch_size > cfg.store.chunk_size:
-        log.info("batch_size %d > store.chunk_size %d: a device batch is one chunk",
-                 cfg.batch_size, cfg.store.chunk_size)
-    summary: dict[str, Any] = {"out": str(out), "device": str(device),
-                               "world_size": state.num_processes, "splits": {}}
-    with _device_settings(device, state):
-        for split in splits:
-            summary["splits"][split] = _run_split(state, device, split, data, out, cfg,
-                                                  overwrite, progress)
+    with devices.cpu_process_group() as state:
+        out.mkdir(parents=True, exist_ok=True)
+        log.info("preprocess %s -> %s: splits %s, device %s, %d process(es)", data, out,
+                 ",".join(splits), device, state.num_processes)
+        if cfg.batch_size > cfg.store.chunk_size:
+            log.info("batch_size %d > store.chunk_size %d: a device batch is one chunk",
+                     cfg.batch_size, cfg.store.chunk_size)
+        summary: dict[str, Any] = {"out": str(out), "device": str(device),
+                                   "world_size": state.num_processes, "splits": {}}
+        with _device_settings(device, state):
+            for split in splits:
+                summary["splits"][split] = _run_split(state, device, split, data, out, cfg,
+                                                      overwrite, progress)
     summary["image_shape"] = list(zstore.open_store(out / f"{splits[-1]}.zarr")["images"].shape[1:])
     return summary
 

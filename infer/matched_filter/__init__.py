@@ -9,7 +9,8 @@ The generator's oracle (``truth.csv`` column ``oracle``) knows every signal's pa
 search does not. This module does what a gravitational-wave search does on the same data
 (Gabbard et al. 2018 compare their CNN with exactly this): filter every sample with every
 template of a bank covering the generator's prior, and rank samples by the loudest network
-SNR (docs/search.md). Its AUC sits below the oracle's by the bank's trials factor and fitting factor.
+SNR (docs/search.md). Its AUC sits below the oracle's by the bank's trials factor and fitting
+factor.
 
 ``bank`` places the templates, ``filter`` applies them, ``cli`` runs a split. Everything after
 the bank is batched torch (samples x templates x detectors through one ``fft.ifft``), on

@@ -1,4 +1,5 @@
-"""``g2net-search`` / ``python -m infer.search``: the command line of :func:`infer.search.pipeline.run`.
+"""``g2net-search`` / ``python -m infer.search``: the command line of
+:func:`infer.search.pipeline.run`.
 """
 
 from __future__ import annotations

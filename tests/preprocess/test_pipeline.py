@@ -484,3 +484,29 @@ def test_skip_records_bad_samples(data_copy, cache_with_train, make_config, refe
     with (cache_with_train / "test_bad.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["id"], r["reason"]) for r in rows] == [(b["id"], b["reason"]) for b in bad]
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """No Accelerate state before the test, none left after it (it is per process)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_an_accelerator_made_after_preprocessing_gets_the_accelerator(
+        dataset, make_config, tmp_path, monkeypatch, fresh_accelerate_state):
+    """Issue 17: stage one joins its processes with PartialState(cpu=True); Accelerate keeps
+    one state per process, so an Accelerator made afterwards in the same process (the demo's
+    inference, a notebook) inherited cpu=True and ran on the CPU beside a GPU. A stand-in
+    accelerator ('meta' as the device Accelerate would pick) shows which device it gets."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    monkeypatch.setattr(PartialState, "default_device", property(lambda self: torch.device("meta")))
+    assert Accelerator().device.type == "meta"  # the stand-in works
+    AcceleratorState._reset_state(reset_partial_state=True)
+    pipeline.run(dataset, tmp_path / "cache", make_config(), splits=("train",), progress=False)
+    assert Accelerator().device.type == "meta"

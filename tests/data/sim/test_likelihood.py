@@ -74,7 +74,8 @@ def test_snr_average_matches_quadrature(inner, norm, snr):
     lo, hi = 1.0, 11.0
     value, _ = quad(lambda rho: np.exp(rho * a - rho**2 * b / 2), lo, hi, epsabs=0, epsrel=1e-10)
     expected = np.log(value / (hi - lo))
-    got = likelihood.snr_marginal_log_likelihood_ratio(np.array(inner), np.array(norm), snr, (lo, hi))
+    got = likelihood.snr_marginal_log_likelihood_ratio(np.array(inner), np.array(norm), snr,
+                                                       (lo, hi))
     assert float(got) == pytest.approx(expected, abs=1e-6)
 
 
