@@ -1,4 +1,7 @@
-"""Training stores for the tests: small synthetic CQT-like images written with data.store.
+"""Fixtures shared by every test package: small training stores, and launching a stage as
+several processes.
+
+Training stores: small synthetic CQT-like images written with data.store.
 
 Positives carry a bright rising stripe (a chirp's track in a CQT) at a random time over
 gamma noise, so a tiny model learns them in seconds. The store has the attributes a store
@@ -7,6 +10,9 @@ made by preprocessing has (transform, config, channel_stats).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +21,35 @@ import pytest
 from data import layout
 from data import store as zstore
 from data.config import to_dict
+from data.devices import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+# The tests compare against CPU results and run several processes on one machine: no GPU may
+# take part, also on a workstation that has one (NCCL would refuse two ranks on one GPU, and
+# GPU arithmetic is not the CPU's).
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def accelerate_launch(n: int, module: str, *args: str, env: dict | None = None,
+                      timeout: float = 240, launch_args: tuple[str, ...] = (),
+                      gpus: bool = False) -> subprocess.CompletedProcess:
+    """``accelerate launch --multi_gpu --num_processes n -m MODULE ARGS`` on a free port with
+    no GPU visible: n CPU processes in a gloo group. --multi_gpu is what starts n processes on
+    any machine; --cpu --num_processes 2 silently runs one (accelerate issue 2741). ``gpus``:
+    leave the GPUs visible (the CUDA tests)."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", str(n), "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", str(free_port()), *launch_args,
+           "-m", module, *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **({} if gpus else CPU_ONLY), **(env or {})},
+                          check=False)
+
+
+@pytest.fixture(scope="session")
+def launch():
+    """:func:`accelerate_launch`: ``launch(n, "train", *args, env=..., timeout=...)``."""
+    return accelerate_launch
 
 IMAGE_SHAPE = (3, 24, 48)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from data.layout import DETECTORS
 from infer.config import InferError
 from infer.search.config import (
     SearchConfig,
+    SearchError,
 )
 from infer.search.outputs import format_summary
 from infer.search.pipeline import run
@@ -69,6 +71,15 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
     with cli_errors(PROG, user_errors=(InferError, StrainError)):
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1:
+            # Every rank would score every window and write the same files (issue 17): refuse
+            # before any work. One process uses one device; search several stretches of strain
+            # as separate commands to use several.
+            raise SearchError(f"the search runs in one process, but it was launched as "
+                              f"{launched}: run g2net-search (or python -m infer.search) "
+                              "without accelerate launch/torchrun, one stretch of strain per "
+                              "process")
         cfg = load_config(SearchConfig, args.config, overrides)
         for item in args.channel:
             ifo, sep, name = item.partition("=")

@@ -29,7 +29,6 @@ import zarr
 from data import layout
 from data import store as zstore
 from data.config import load_config, to_dict
-from data.devices import free_port
 from data.layout import BadSample, DataError
 from data.store import SCHEMA_VERSION, StoreError
 from preprocess import pipeline
@@ -215,25 +214,11 @@ def test_sigkill_then_rerun_is_byte_identical(tmp_path, make_config, small_args)
     assert_identical(store, ref / "train.zarr")
 
 
-def launch(n: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``accelerate launch --multi_gpu --num_processes n -m preprocess ARGS`` on a free port.
-
-    --multi_gpu is what starts n processes on any machine (preprocessing's group is gloo
-    whatever the device); --cpu --num_processes 2 silently runs one (accelerate issue 2741).
-    """
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", str(n), "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "preprocess", *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, **(env or {})}, check=False)
-
-
-def test_two_processes_equal_one(dataset, reference_cache, tmp_path, small_args):
+def test_two_processes_equal_one(dataset, reference_cache, tmp_path, small_args, launch):
     """Two CPU processes (device=cpu, and no GPU visible even on a machine that has one):
     byte-identical to the one-process reference."""
     cache = tmp_path / "cache"
-    result = launch(2, "--data", str(dataset), "--out", str(cache), "--no-progress",
+    result = launch(2, "preprocess", "--data", str(dataset), "--out", str(cache), "--no-progress",
                     *small_args, env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "device cpu, 2 process(es)" in result.stderr
@@ -266,13 +251,14 @@ def test_cuda_store_matches_cpu(dataset, reference_cache, tmp_path, make_config)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_more_processes_than_gpus_share_them(dataset, reference_cache, tmp_path, small_args):
+def test_more_processes_than_gpus_share_them(dataset, reference_cache, tmp_path, small_args,
+                                             launch):
     """One process more than there are GPUs: the last shares cuda:0 (pick_device) over the
     gloo group; the store is the CPU's up to float16 rounding."""
     n = torch.cuda.device_count() + 1
     cache = tmp_path / "cache"
-    result = launch(n, "--data", str(dataset), "--out", str(cache), "--no-progress",
-                    *small_args, "device=cuda")
+    result = launch(n, "preprocess", "--data", str(dataset), "--out", str(cache),
+                    "--no-progress", *small_args, "device=cuda", gpus=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"device cuda:0, {n} process(es)" in result.stderr
     for split in ("train", "test"):

@@ -25,7 +25,6 @@ import yaml
 from data import layout
 from data import store as zstore
 from data.config import load_config
-from data.devices import free_port
 from data.inputs.images import prepare_images
 from data.metrics import roc_auc
 from data.rundir import file_sha256, read_card
@@ -72,8 +71,10 @@ def single(train_store, tmp_path_factory):
 
 
 def _run(*args: str, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    # No GPU: the tests compare weights with torch.equal, exact on the CPU (docs/training.md).
     proc = subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+                          text=True, timeout=timeout,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})})
     if proc.returncode != 0:
         raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
@@ -349,16 +350,12 @@ def test_a_checkpoint_without_checksums_resumes_with_a_warning(single, train_sto
 
 
 @pytest.mark.timeout(300)
-def test_two_processes(single, train_store, tmp_path):
+def test_two_processes(single, train_store, tmp_path, launch):
     """accelerate launch --multi_gpu --num_processes 2 with no GPU visible (also where there
     is one), so train/cli.py makes a CPU group (gloo): every validation sample gathered
     exactly once, and an AUC close to the single process's."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-           "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(free_port()), "-m", "train", *SMALL,
-           f"store={train_store}", f"out={tmp_path}", "name=ddp", "epochs=3"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, check=False)
+    proc = launch(2, "train", *SMALL, f"store={train_store}", f"out={tmp_path}", "name=ddp",
+                  "epochs=3")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "2 processes and no accelerator: a CPU process group (gloo)" in proc.stderr
     assert "on 2 process(es)" in proc.stderr
@@ -373,14 +370,11 @@ def test_two_processes(single, train_store, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_waves_model_learns_in_two_processes(waves_store, tmp_path):
+def test_waves_model_learns_in_two_processes(waves_store, tmp_path, launch):
     """The 1D CNN on the waves array: 2 processes (gloo), every validation sample once, a
     high AUC, and a model card that says it reads waves with identity statistics."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-           "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", "29518", "-m", "train", *SMALL, *WAVES,
-           f"store={waves_store}", f"out={tmp_path}", "name=w", "epochs=4", "lr=3e-3"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=280)
+    proc = launch(2, "train", *SMALL, *WAVES, f"store={waves_store}", f"out={tmp_path}",
+                  "name=w", "epochs=4", "lr=3e-3", timeout=280)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "on 2 process(es)" in proc.stderr and "g2net_1d_small on waves" in proc.stderr
     fold = tmp_path / "w" / "fold0"

@@ -593,3 +593,17 @@ def test_bad_inputs_are_named(trained, strain, tmp_path, capsys, no_scoring):
     assert "stride" in err and "0.3" in err
     err = _error(capsys, base + ["--strain", *good, "--injections", str(tmp_path / "nope.csv")])
     assert "nope.csv" in err
+
+
+@pytest.mark.timeout(180)
+def test_a_multi_process_launch_is_refused_before_any_work(tmp_path, launch):
+    """Issue 17: under accelerate launch every rank would score every window and write the
+    same files. Two real processes: both refuse at once, naming the fix, and write nothing."""
+    out = tmp_path / "out"
+    proc = launch(2, "infer.search", "--runs", str(tmp_path / "runs"), "--strain",
+                  f"H1={tmp_path}/H.gwf", f"L1={tmp_path}/L.gwf", f"V1={tmp_path}/V.gwf",
+                  "--out", str(out), "--quiet", timeout=150)
+    assert proc.returncode != 0
+    assert proc.stderr.count("g2net-search: error: the search runs in one process") == 2, \
+        proc.stderr[-3000:]
+    assert not out.exists()
