@@ -33,14 +33,15 @@ CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
 def accelerate_launch(n: int, module: str, *args: str, env: dict | None = None,
                       timeout: float = 240, launch_args: tuple[str, ...] = (),
                       gpus: bool = False) -> subprocess.CompletedProcess:
-    """``accelerate launch --multi_gpu --num_processes n -m MODULE ARGS`` on a free port with
+    """``accelerate launch --multi_gpu --num_processes n -m MODULE ARGS`` (or ``SCRIPT.py
+    ARGS``) on a free port with
     no GPU visible: n CPU processes in a gloo group. --multi_gpu is what starts n processes on
     any machine; --cpu --num_processes 2 silently runs one (accelerate issue 2741). ``gpus``:
     leave the GPUs visible (the CUDA tests)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
            "--num_processes", str(n), "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--main_process_port", str(free_port()), *launch_args,
-           "-m", module, *args]
+           *([module] if module.endswith(".py") else ["-m", module]), *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **({} if gpus else CPU_ONLY), **(env or {})},
                           check=False)

@@ -78,6 +78,22 @@ class BatchTransform:
         return x
 
 
+CHECK_EVERY = 10  # batches between the collective checks of the loss (and the bar's figures)
+
+
+def _check_finite(accelerator, nonfinite: torch.Tensor, state: TrainState, since: int) -> None:
+    """NonFiniteLoss on every process when any process saw a NaN or Inf loss since batch
+    ``since`` (a collective: every process calls it at the same batch)."""
+    bad = int(accelerator.reduce(nonfinite.clone(), reduction="sum").item())
+    if bad:
+        raise NonFiniteLoss(
+            f"training loss is nan or inf at epoch {state.epoch + 1} between batch {since + 1} "
+            f"and {state.batches_done} ({bad} non-finite batch loss(es) over all processes); "
+            "every process stopped without saving: the last checkpoint and best.safetensors "
+            "are from before it"
+        )
+
+
 def _sum_across(accelerator, *values: float) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
     return accelerator.reduce(t, reduction="sum").tolist()
@@ -106,61 +122,73 @@ def train_one_epoch(
 
     n_batches: batches of the whole epoch on this rank (for progress and checkpoint timing).
     ema / ema_target: a ``timm.utils.ModelEmaV3`` updated from the unwrapped model after
-    every optimizer step. progress: a tqdm bar on the main process. Raises NonFiniteLoss on
-    a NaN/Inf loss, before its backward pass.
+    every optimizer step. progress: a progress bar on the main process. Raises NonFiniteLoss
+    on every process within CHECK_EVERY batches of a NaN/Inf loss on any process, and before
+    any checkpoint is saved after it.
     Returns ``{"train_loss", "samples_per_s", "lr"}``.
     """
     model.train()
-    local_sum, local_count = 0.0, 0
+    # The loss stays on the device (no host sync per micro-batch); every CHECK_EVERY batches,
+    # before a checkpoint and at the epoch's end, all processes add up their non-finite
+    # losses in one collective, so a NaN on any rank stops every rank at the same batch
+    # (a rank that raised alone would leave the others waiting in DDP's all-reduce).
+    local_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    nonfinite = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    local_count, checked = 0, state.batches_done
     seen, start = 0, time.perf_counter()
-    bar = progress_bar(total=n_batches, initial=state.batches_done, desc=f"epoch {state.epoch + 1}",
-               disable=not (progress and accelerator.is_main_process), dynamic_ncols=True,
-               leave=False)
+    bar = progress_bar(total=n_batches, initial=state.batches_done,
+                       desc=f"epoch {state.epoch + 1}",
+                       disable=not (progress and accelerator.is_main_process),
+                       dynamic_ncols=True, leave=False)
     for images, targets, _ in batches(loader, batch_size):
         x = to_input(images, aug)
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 logits = model(x).squeeze(1)
             loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(
-                    f"training loss is {loss_value} at epoch {state.epoch + 1}, batch "
-                    f"{state.batches_done + 1} (update {state.num_updates + 1}); stopped without "
-                    "saving: the last checkpoint and best.safetensors are from before it"
-                )
+            detached = loss.detach()
+            nonfinite += (~torch.isfinite(detached)).double()
             accelerator.backward(loss)
             if clip_grad is not None and accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         n = targets.shape[0]
-        local_sum += loss_value * n
+        local_sum += detached.double() * n
         local_count += n
         seen += n
         state.batches_done += 1
         bar.update(1)
+        save_now = False
         if accelerator.sync_gradients:
             state.num_updates += 1
             scheduler.step_update(num_updates=state.num_updates)
             if ema is not None:
                 ema.update(ema_target, step=state.num_updates)
-            if (checkpoint_every_steps and state.num_updates % checkpoint_every_steps == 0
-                    and state.batches_done < n_batches and save_checkpoint is not None):
-                # Fold this rank's running loss into the global sum first: only the main
-                # process's copy of `state` is saved.
-                s, c = _sum_across(accelerator, local_sum, local_count)
-                state.loss_sum += s
-                state.loss_count += int(c)
-                local_sum, local_count = 0.0, 0
-                save_checkpoint()
-        if state.batches_done % 10 == 0 or state.batches_done == n_batches:
+            save_now = bool(checkpoint_every_steps
+                            and state.num_updates % checkpoint_every_steps == 0
+                            and state.batches_done < n_batches and save_checkpoint is not None)
+        if (save_now or state.batches_done % CHECK_EVERY == 0
+                or state.batches_done == n_batches):
+            _check_finite(accelerator, nonfinite, state, checked)
+            checked = state.batches_done
             rate = seen * accelerator.num_processes / max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+            bar.set_postfix(loss=f"{detached.item():.4f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                             samples_per_s=f"{rate:.0f}")
+        if save_now:
+            # Fold this rank's running loss into the global sum first: only the main
+            # process's copy of `state` is saved.
+            s, c = _sum_across(accelerator, local_sum.item(), local_count)
+            state.loss_sum += s
+            state.loss_count += int(c)
+            local_sum.zero_()
+            local_count = 0
+            save_checkpoint()
     bar.close()
+    _check_finite(accelerator, nonfinite, state, checked)  # an epoch shorter than its plan
     elapsed = time.perf_counter() - start
-    s, c = _sum_across(accelerator, local_sum, local_count)
+    s, c = _sum_across(accelerator, local_sum.item(), local_count)
     state.loss_sum += s
     state.loss_count += int(c)
     return {
