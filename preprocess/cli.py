@@ -22,7 +22,7 @@ import logging
 import os
 from pathlib import Path
 
-from data.cli import RESUMES, RUNTIME_FAILURE, cli_errors
+from data.cli import RESUMES, cli_errors, exit_with
 from data.config import config_help, load_config
 from data.layout import BadSample
 from preprocess.config import PreprocessConfig
@@ -66,5 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             run(args.data, args.out, cfg, splits=args.splits, overwrite=args.overwrite,
                 progress=not args.no_progress)
-        except RankError:
-            raise SystemExit(RUNTIME_FAILURE) from None  # the main process says why
+        except RankError as e:
+            # Another process failed and said why on its own stderr. The main process says it
+            # once more, naming that process; the others end with its status, silently.
+            if main_process:
+                exit_with(PROG, e.code, str(e))
+            raise SystemExit(e.code) from None

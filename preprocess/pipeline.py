@@ -44,6 +44,7 @@ from accelerate import PartialState
 
 from data import devices, layout
 from data import store as zstore
+from data.cli import RUNTIME_FAILURE, error_exit
 from data.config import ConfigError, save_config
 from data.layout import BadSample
 from data.progress import progress_bar
@@ -62,8 +63,25 @@ CONFIG_FILE = "preprocess.yaml"
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 
 
+ABORT_FILE = ".abort"  # in the cache directory: a process of a multi-process run failed
+
+
 class RankError(RuntimeError):
-    """Raised on the other processes when the main process failed; it reports the error."""
+    """Raised on the processes whose own work went well when another process failed: its
+    message, and the exit status (``code``) that process's error has."""
+
+    def __init__(self, message: str, code: int = RUNTIME_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+class _Stopped(Exception):
+    """This process stopped early because another one failed (``ABORT_FILE`` appeared)."""
+
+
+def _verdict(e: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) of an error, as the command line would report it."""
+    return error_exit(e) or (RUNTIME_FAILURE, f"{type(e).__name__}: {e}")
 
 
 @dataclass
@@ -148,6 +166,7 @@ def _run_split(
 
     def prepare() -> np.ndarray:
         """Create the store, or check it can be resumed; returns the ``done`` flags."""
+        (out / ABORT_FILE).unlink(missing_ok=True)  # a failed run's: this one starts clean
         if path.exists() and not overwrite:
             g = zstore.open_store(path, mode="r+")
             check_resumable(g, path, cfg, ids, targets, train_psd, data, split, device)
@@ -190,9 +209,24 @@ def _run_split(
     mine = [c for c in range(nc) if c % state.num_processes == state.process_index and not done[c]]
     n_mine = sum(_chunk_len(c, len(index), cfg) for c in mine)
     compute_start = time.perf_counter()
-    with progress_bar(total=n_mine, desc=split, unit="sample", dynamic_ncols=True,
-              disable=not (progress and state.is_main_process)) as bar:
-        waits = _process_chunks(g, index, mine, transform, device, cfg, bar)
+    abort = out / ABORT_FILE
+    failure = None
+    try:
+        with progress_bar(total=n_mine, desc=split, unit="sample", dynamic_ncols=True,
+                          disable=not (progress and state.is_main_process)) as bar:
+            waits = _process_chunks(g, index, mine, transform, device, cfg, bar,
+                                    stop=abort.exists if state.num_processes > 1 else None)
+    except _Stopped:
+        pass  # another process failed; the exchange below says which
+    except Exception as e:
+        if state.num_processes == 1:
+            raise
+        # Tell the others now: they stop after their current chunk, on every machine that
+        # shares the cache directory, instead of finishing their share and then waiting.
+        failure = e
+        abort.write_text(f"process {state.process_index}: {_verdict(e)[1]}\n")
+    if state.num_processes > 1:
+        _exchange_failures(state, failure, abort)
     compute_seconds = time.perf_counter() - compute_start
     state.wait_for_everyone()
     n_invalid = _on_main(state, lambda: _finalize(g, path, split, out))
@@ -242,14 +276,16 @@ def _fmt(values: list[float]) -> str:
 
 
 def _process_chunks(g, index: layout.Index, chunks: list[int], transform, device: torch.device,
-                    cfg: PreprocessConfig, bar) -> dict[str, float]:
+                    cfg: PreprocessConfig, bar,
+                    stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """Read, transform and write ``chunks`` (in order); at most ~2 x threads chunks in flight.
 
     Returns the main thread's seconds waiting for reads, transforming and waiting for writes:
     whichever of ``read_wait`` / ``write_wait`` is large names the bottleneck.
 
     on_bad=error: the first bad sample raises BadSample once the chunks before it are written,
-    so a rerun resumes after them.
+    so a rerun resumes after them. ``stop()`` true after a chunk: raise :class:`_Stopped`
+    (another process failed).
     """
     n, cs = len(index), cfg.store.chunk_size
 
@@ -305,6 +341,8 @@ def _process_chunks(g, index: layout.Index, chunks: list[int], transform, device
                                          waves, reasons if not valid.all() else None))
             bar.update(len(item.x))
             lap("write_wait")
+            if stop is not None and stop():
+                raise _Stopped
         while writes:
             writes.popleft().result()
         lap("write_wait")
@@ -398,14 +436,32 @@ def _on_main(state: PartialState, fn: Callable[[], T]) -> T:
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
-        box = [result, None if error is None else f"{type(error).__name__}: {error}"]
+        box = [result, None if error is None else _verdict(error)]
         broadcast_object_list(box, from_process=0)
-        result, message = box
-        if message is not None and not state.is_main_process:
-            raise RankError(f"the main process failed: {message}")
+        result, verdict = box
+        if verdict is not None and not state.is_main_process:
+            raise RankError(f"the main process failed: {verdict[1]}", verdict[0])
     if error is not None:
         raise error
     return result
+
+
+def _exchange_failures(state: PartialState, failure: BaseException | None, abort: Path) -> None:
+    """After the chunks: every process learns whether any failed (a collective). A process
+    that failed re-raises its own error; the others raise :class:`RankError` with the first
+    failed process's message and status. Nothing happens when all went well."""
+    from accelerate.utils import gather_object
+
+    mine = None if failure is None else (state.process_index, *_verdict(failure))
+    reports = sorted(r for r in gather_object([mine]) if r is not None)
+    if not reports:
+        return
+    if state.is_main_process:
+        abort.unlink(missing_ok=True)  # every process is past its last look at it
+    if failure is not None:
+        raise failure
+    rank, code, message = reports[0]
+    raise RankError(f"process {rank} failed: {message}", code)
 
 
 def _check_splits(splits: Iterable[str]) -> tuple[str, ...]:
