@@ -41,11 +41,11 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import layout  # noqa: E402
+from data.progress import progress_bar  # noqa: E402
 from data.sim import likelihood, physics, samples  # noqa: E402
 from infer.config import InferConfig  # noqa: E402
 from infer.predict.submission import submission_order  # noqa: E402
@@ -107,9 +107,12 @@ def main() -> None:
 
     start = time.perf_counter()
     work = [(str(root), item, meta["snr"]) for item in items]
-    with multiprocessing.Pool(args.jobs) as pool:
-        stats = list(tqdm(pool.imap(genie_statistics, work, chunksize=16), total=len(work),
-                          desc="likelihood ratios", unit="sample", dynamic_ncols=True))
+    stats = []
+    with multiprocessing.Pool(args.jobs) as pool, progress_bar(
+            total=len(work), desc="likelihood ratios", unit="sample", dynamic_ncols=True) as bar:
+        for item in pool.imap(genie_statistics, work, chunksize=16):
+            stats.append(item)
+            bar.update(1)
     seconds = time.perf_counter() - start
     genies = dict(zip(("genie_all", "genie_time", "genie_time_snr"),
                       (np.asarray(x) for x in zip(*stats))))

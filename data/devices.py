@@ -101,6 +101,18 @@ def cpu_threads(sharers: int = 1, spare: int = 1) -> int:
 
 
 @contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Torch's intra-op threads set to ``n`` for the block (None: left alone), then restored."""
+    before = torch.get_num_threads()
+    try:
+        if n is not None:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def cpu_process_group() -> Iterator[Any]:
     """Accelerate's ``PartialState(cpu=True)`` for the duration of the block: the processes of a
     launch joined as a gloo group on the CPU, whatever device each computes on (stage one's

@@ -12,8 +12,24 @@ import time
 
 from tqdm import tqdm
 
-# s between progress lines when stderr is not a terminal; G2NET_PROGRESS_INTERVAL overrides.
-LOG_INTERVAL = float(os.environ.get("G2NET_PROGRESS_INTERVAL", "30"))
+from data.config import ConfigError
+
+LOG_INTERVAL = 30.0  # s between progress lines when stderr is not a terminal
+INTERVAL_ENV = "G2NET_PROGRESS_INTERVAL"  # overrides it
+
+
+def log_interval() -> float:
+    """:data:`LOG_INTERVAL`, or the seconds ``G2NET_PROGRESS_INTERVAL`` gives (>= 0)."""
+    text = os.environ.get(INTERVAL_ENV)
+    if text is None:
+        return LOG_INTERVAL
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise ConfigError(f"{INTERVAL_ENV}={text!r}: expected seconds >= 0")
+    return value
 
 
 class _Lines:
@@ -34,10 +50,12 @@ class _Lines:
 
 class LineProgress(tqdm):
     """A tqdm whose display is one whole line (``desc: 50% 5/10 [00:03<00:03, 1.6it/s,
-    loss=0.5]``, no bar) written at most every ``interval`` s, and always once at the end."""
+    loss=0.5]``, no bar) written at most every ``interval`` s, and always once at the end
+    (also for ``leave=False``: a log has no line to clear, and its end is worth keeping)."""
 
     def __init__(self, *args, interval: float = LOG_INTERVAL, **kwargs):
         self._interval = interval
+        kwargs["leave"] = True
         self._last_line = time.monotonic()  # no line at the start: the first comes after one
         kwargs["file"] = _Lines(kwargs.get("file") or sys.stderr)
         kwargs.pop("dynamic_ncols", None)
@@ -67,11 +85,14 @@ def _is_terminal(stream) -> bool:
 
 def progress_bar(*, file=None, interval: float | None = None, **kwargs) -> tqdm:
     """``tqdm(**kwargs)`` writing to ``file`` (stderr): a bar on a terminal, a
-    :class:`LineProgress` (a line every ``interval`` s, default :data:`LOG_INTERVAL`) anywhere
-    else. ``disable=True`` gives a silent bar either way."""
+    :class:`LineProgress` (a line every ``interval`` s, default :func:`log_interval`) anywhere
+    else. ``disable=True`` gives a silent bar either way. ConfigError for a malformed
+    ``G2NET_PROGRESS_INTERVAL``."""
     stream = sys.stderr if file is None else file
+    if stream is None:  # no stderr at all (pythonw, a detached daemon): nothing to show
+        kwargs["disable"] = True
+        stream = open(os.devnull, "w")  # noqa: SIM115  (tqdm wants a stream even disabled)
     if _is_terminal(stream):
         return tqdm(file=stream, **kwargs)
-    return LineProgress(file=stream, interval=LOG_INTERVAL if interval is None else interval,
+    return LineProgress(file=stream, interval=log_interval() if interval is None else interval,
                         **kwargs)
-

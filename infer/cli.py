@@ -32,9 +32,12 @@ from data import devices, layout
 from data.cli import cli_errors
 from data.config import config_help, load_config, to_dict
 from infer.config import InferConfig, InferError
-from infer.predict.checkpoints import check_folds, check_store, find_checkpoints, load_fold
+from infer.predict.checkpoints import (
+    check_store,
+    load_folds,
+)
 from infer.predict.ensemble import fit_member_stack
-from infer.predict.inputs import build_transform, raw_inputs, store_inputs
+from infer.predict.inputs import ensemble_transform, raw_inputs, store_inputs
 from infer.predict.loop import predict
 from infer.predict.submission import find_sample_submission, submission_order, write_submission
 
@@ -80,15 +83,7 @@ def run(
                                           devices.cuda_device_count())
     out = Path(out)
     run_list = [None] if runs is None else list(runs) if isinstance(runs, (list, tuple)) else [runs]
-    if len(run_list) > 1 and cfg.checkpoints:
-        raise InferError("give either several --runs or checkpoints=[...], not both")
-    folds = []
-    for m, r in enumerate(run_list):
-        for d in find_checkpoints(r, cfg.checkpoints):
-            fold = load_fold(d)
-            fold.member = m
-            folds.append(fold)
-    check_folds(folds)
+    folds = load_folds(run_list, cfg.checkpoints)
     member_names = ([str(r) for r in run_list] if run_list != [None]
                     else ["checkpoints"])
     stack = None
@@ -106,10 +101,7 @@ def run(
             sample_submission = find_sample_submission(inputs.attrs, None)
     else:
         inputs = raw_inputs(data, split, cfg.batch_size, **share)
-        # check_folds: every fold's input is made by this transform (an images fold's, if
-        # any: a waves-only card's CQT settings are not part of what its model depends on).
-        transform = build_transform(next((f for f in folds if f.card.input == "images"),
-                                         folds[0]))
+        transform = ensemble_transform(folds)
         if sample_submission is None and split == "test":
             sample_submission = find_sample_submission(None, data)
     source = inputs.source

@@ -82,7 +82,7 @@ def run_demo(
     from data.sim.samples import generate
     from infer.cli import run as infer_run
     from infer.config import InferConfig
-    from infer.plots import cqt_preview, plot_curves
+    from infer.plots import cqt_preview, plot_run_curves
     from preprocess import pipeline
     from preprocess.config import PreprocessConfig
 
@@ -129,9 +129,9 @@ def run_demo(
                 f"{float(loud['mass2']):.0f} Msun, merger (geocentre) dashed")
         cqt = cqt_preview(data, loud["id"], out / "cqt.png", cache=cache, note=note,
                           merger_time=float(loud["merger_time"]))
-        curves = plot_curves(run_dir / "fold0", out / "curves.png")
+        curves = plot_run_curves(run_dir / "fold0", out / "curves.png")
         if train1d_config is not None:
-            plot_curves(run1d / "fold0", out / "curves1d.png")
+            plot_run_curves(run1d / "fold0", out / "curves1d.png")
 
     metrics = summary["metrics"]
     seconds["total"] = round(time.perf_counter() - start, 2)

@@ -155,7 +155,7 @@ def cqt_preview(
 # Training curves
 
 
-def plot_curves(run: str | Path, out: str | Path | None = None) -> Path:
+def plot_run_curves(run: str | Path, out: str | Path | None = None) -> Path:
     """Loss (train, val), validation AUC and learning rate per epoch from ``run/history.csv``
     (the figure training draws, :func:`data.rundir.plot_curves`)."""
     run = Path(run)
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             path = cqt_preview(args.data, args.id, args.out or Path(f"cqt_{args.id}.png"),
                                cache=args.cache, run=args.run)
         elif args.command == "curves":
-            path = plot_curves(args.run, args.out)
+            path = plot_run_curves(args.run, args.out)
         else:
             from data.config import load_config
             from infer.config import InferConfig

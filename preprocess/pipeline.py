@@ -404,17 +404,12 @@ def _device_settings(device: torch.device, state: PartialState):
     """Torch threads on the CPU; on CUDA, ``device`` as the current device (so that nothing
     makes a context on cuda:0 in every process) and IEEE float32
     (:func:`data.devices.ieee_fp32`: no TF32, so GPU images equal CPU ones); restored on exit."""
-    threads = torch.get_num_threads()
-    try:
-        if device.type == "cpu":
-            # this process's share of the cores, one left to the reader and writer threads
-            torch.set_num_threads(devices.cpu_threads(
-                sharers=devices.local_world_size(state.num_processes), spare=1))
-        current = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-        with current, devices.ieee_fp32():
-            yield
-    finally:
-        torch.set_num_threads(threads)
+    # On the CPU: this process's share of the cores, one left to the reader and writer threads.
+    threads = (devices.cpu_threads(sharers=devices.local_world_size(state.num_processes),
+                                   spare=1) if device.type == "cpu" else None)
+    current = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with devices.torch_threads(threads), current, devices.ieee_fp32():
+        yield
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,14 +43,22 @@ def training_psd(index: layout.Index, n_psd: int, alpha: float, *, on_bad: str =
             return e
 
     acc = PSDAccumulator(alpha, layout.SAMPLE_RATE)
-    skipped = []
+    skipped, block = [], []
+    # Updates in blocks of `batch` good samples, whatever was skipped: the float64 sums, and so
+    # the PSD's hash that every store and model card records, do not depend on where bad
+    # files sit. Reads run `batch` at a time on the threads (bounded memory).
     with ThreadPoolExecutor(max(read_threads, 1), thread_name_prefix="psd") as pool:
         for start in range(0, rows.size, batch):
-            got = list(pool.map(read, rows[start:start + batch]))
-            skipped += [x for x in got if isinstance(x, BadSample)]
-            good = [x for x in got if not isinstance(x, BadSample)]
-            if good:
-                acc.update(np.stack(good))
+            for x in pool.map(read, rows[start:start + batch]):
+                if isinstance(x, BadSample):
+                    skipped.append(x)
+                    continue
+                block.append(x)
+                if len(block) == batch:
+                    acc.update(np.stack(block))
+                    block = []
+    if block:
+        acc.update(np.stack(block))
     if acc.count == 0:
         raise DataError(f"{index.root}: none of the {rows.size} target-0 samples for the PSD "
                         f"could be read (first: {skipped[0]})")

@@ -83,7 +83,7 @@ class TrainConfig:
     checkpoint_total_limit: int | None = 2  # checkpoints kept per fold (oldest deleted); >= 2
     resume: Literal["auto"] | None = None  # "auto": continue from the newest checkpoint
     seed: int = 0  # model init, data order and augmentations
-    progress: bool = True  # a tqdm bar per epoch on the main process (false for logs/CI)
+    progress: bool = True  # a progress bar per epoch on the main process (lines in a log)
     # Experiment trackers, by accelerate's names (tensorboard, wandb, mlflow, ...), each of which
     # must be installed; [] = none (history.csv is written either way).
     log_with: list[str] = field(default_factory=list)

@@ -125,7 +125,7 @@ def make_accelerator(cfg: TrainConfig, run: Path):
         # GPU would fail to select its device). Say what to launch instead, first.
         devices.check_one_process_per_gpu(devices.local_world_size(launched), n_gpus)
     cpu_group = launched > 1 and not devices.accelerator_available()
-    if cpu_group and int(os.environ.get("LOCAL_RANK", "0")) == 0:
+    if cpu_group and devices.local_rank() == 0:
         log.warning("%d processes and no accelerator: a CPU process group (gloo)", launched)
     accelerator = Accelerator(
         cpu=cpu_group,
@@ -305,7 +305,7 @@ def train_fold(cfg: TrainConfig) -> dict:
             rundir.write_oof(run / rundir.OOF_FILE, ids[val["index"]], val["target"], val["pred"])
         save_checkpoint()
         if accelerator.is_main_process:
-            write_history(run, state.history, cfg)
+            record_history(run, state.history, cfg)
         accelerator.print(
             f"epoch {state.epoch}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
             f"val_loss {row['val_loss']:.4f}  val_auc {row['val_auc']:.4f}  lr {row['lr']:.2e}  "
@@ -314,7 +314,7 @@ def train_fold(cfg: TrainConfig) -> dict:
         )
 
     if accelerator.is_main_process and state.history:
-        write_history(run, state.history, cfg)
+        record_history(run, state.history, cfg)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return {"run": str(run), "best_epoch": state.best_epoch, "best_auc": state.best_auc}
@@ -346,7 +346,8 @@ def model_card(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> rundir.
         fold_seed=cfg.fold_seed)
 
 
-def write_history(run: Path, history: list[dict], cfg: TrainConfig) -> None:
+def record_history(run: Path, history: list[dict], cfg: TrainConfig) -> None:
+    """The run's history.csv and its curves.png, rewritten after every epoch."""
     history_file = run / rundir.HISTORY_FILE
     rundir.write_history(history_file, history)
     rundir.plot_curves(rundir.read_history(history_file), run / rundir.CURVES_FILE,

@@ -89,7 +89,7 @@ class MatchedFilterError(ValueError):
     """Inputs the matched filter cannot use; the message names the file or the setting."""
 
 
-def _lal():
+def lal_modules():
     """(lal, lalsimulation, data.sim.physics), or a MatchedFilterError naming the extra."""
     try:
         import lal
@@ -127,7 +127,7 @@ def _template_spectra(params: np.ndarray) -> np.ndarray:
     ramp of ``TEMPLATE_TAPER``, and so is what follows the merger by more than
     ``POST_MERGER_SECONDS`` (nothing: IMRPhenomD rings down in milliseconds).
     """
-    lal, lalsimulation, physics = _lal()
+    lal, lalsimulation, physics = lal_modules()
     approximant = lalsimulation.GetApproximantFromString(APPROXIMANT)
     n_freq = N_FFT // 2 + 1
     delta_f = SAMPLE_RATE / N_FFT
@@ -196,7 +196,7 @@ def _draw_candidates(rng: np.random.Generator, n: int, spin_max: float) -> np.nd
     return np.concatenate([masses, chi], axis=1)
 
 
-def _check_placement(min_match: float, spin_max: float) -> None:
+def check_placement(min_match: float, spin_max: float) -> None:
     if not 0.0 < min_match < 1.0:
         raise MatchedFilterError(f"min_match must be in (0, 1), got {min_match}")
     if not 0.0 <= spin_max < 1.0:
@@ -226,7 +226,7 @@ def place_templates(
     with its ``neighbours`` nearest templates in (log tau0, log tau3, chi), not the whole bank:
     a miss only adds a spare template. Deterministic for a given seed and PSD.
     """
-    _check_placement(min_match, spin_max)
+    check_placement(min_match, spin_max)
     stop_window = STOP_WINDOW if stop_window is None else int(stop_window)
     gain, k0, k1 = _band_gain()
     asd = np.sqrt(_psd_on_grid(np.asarray(psd, dtype=np.float64), N_FFT)[0, k0:k1])
@@ -325,7 +325,7 @@ def _psd_on_grid(psd: np.ndarray, n_fft: int) -> np.ndarray:
 
 def _light_travel_samples() -> tuple[int, ...]:
     """Half-widths in samples of each detector's offset from H1: light travel + 1 sample."""
-    lal, _, _ = _lal()
+    lal, _, _ = lal_modules()
     sites = [lal.cached_detector_by_prefix[d] for d in DETECTORS]
     dt = [lal.LightTravelTime(sites[0], s) * 1e-9 for s in sites]  # ns -> s
     return tuple(math.ceil(t * SAMPLE_RATE) + 1 if t > 0 else 0 for t in dt)
@@ -333,7 +333,7 @@ def _light_travel_samples() -> tuple[int, ...]:
 
 def _geocentre_reach() -> float:
     """The largest light-travel time (s) from the geocentre to any of the detectors."""
-    lal, _, _ = _lal()
+    lal, _, _ = lal_modules()
     return max(float(np.linalg.norm(lal.cached_detector_by_prefix[d].location)) / lal.C_SI
                for d in DETECTORS)
 

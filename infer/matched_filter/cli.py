@@ -20,9 +20,9 @@ from infer.matched_filter.bank import (
     DEFAULT_SPIN_MAX,
     DEFAULT_TIME_STEP,
     MatchedFilterError,
-    _check_placement,
-    _lal,
     build_bank,
+    check_placement,
+    lal_modules,
 )
 from infer.matched_filter.filter import bank_statistic, fitting_factors
 from preprocess.config import WhitenConfig
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def _injections(n: int, seed: int) -> np.ndarray:
     """``n`` noise-free signals drawn from the generator's prior: (n, 3, 4096) strain."""
-    _, _, physics = _lal()
+    _, _, physics = lal_modules()
     from data.sim.samples import draw_source
 
     rng = np.random.default_rng(seed)
@@ -72,12 +72,12 @@ def run(
     """
     from infer.score import align_truth, read_truth, score
 
-    _check_placement(min_match, spin_max)
+    check_placement(min_match, spin_max)
     data = Path(data)
     if not data.is_dir():
         raise MatchedFilterError(f"{data}: data directory does not exist")
     dev = devices.process_device(device)
-    _lal()  # fail before reading anything
+    lal_modules()  # fail before reading anything
     index = layout.build_index(data, split)
     if len(index) == 0:
         raise MatchedFilterError(f"{data}: split {split} has no samples")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +129,25 @@ def load_fold(fold_dir: str | Path) -> Fold:
         raise InferError(f"{weights}: weights do not fit {card.model_name}: {e}") from None
     model.eval()
     return Fold(path=fold_dir, card=card, model=model)
+
+
+def load_folds(runs: list[str | Path | None], checkpoints: list[str] = (),
+               check_card: Callable[[Path, ModelCard], None] | None = None) -> list[Fold]:
+    """Every fold of every run to ensemble, ``member`` = the run's position in ``runs``
+    (``[None]`` with ``checkpoints``: the folds named). ``check_card(fold_dir, card)`` vets each
+    card before its weights load (the search's own demands); :func:`check_folds` at the end."""
+    if len(runs) > 1 and checkpoints:
+        raise InferError("give either several --runs or checkpoints=[...], not both")
+    folds = []
+    for member, run in enumerate(runs):
+        for d in find_checkpoints(run, list(checkpoints)):
+            if check_card is not None:
+                check_card(d, read_card(d / CARD_FILE))
+            fold = load_fold(d)
+            fold.member = member
+            folds.append(fold)
+    check_folds(folds)
+    return folds
 
 
 def check_folds(folds: list[Fold]) -> None:

@@ -131,6 +131,13 @@ def card_psd(fold: Fold) -> np.ndarray:
     return psd
 
 
+def ensemble_transform(folds: list[Fold], psd: np.ndarray | None = None) -> torch.nn.Module:
+    """The whiten + CQT that makes every fold's input from raw strain: an images fold's (any:
+    :func:`~infer.predict.checkpoints.check_folds` made them agree), else the first fold's (a
+    waves-only card's CQT settings are not part of what its model depends on)."""
+    return build_transform(next((f for f in folds if f.card.input == "images"), folds[0]), psd)
+
+
 def build_transform(fold: Fold, psd: np.ndarray | None = None) -> torch.nn.Module:
     """The whiten + CQT transform recorded with ``fold``, with its training PSD, or with
     ``psd`` ((3, n_freq) float64, 1/Hz, on a grid from 0 to fs / 2) in its place (a search

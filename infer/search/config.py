@@ -62,7 +62,8 @@ class SearchConfig:
     # Windows per transform / model call: on a CPU 32-128 kept the tiny model's activations
     # in cache (256 was 1.4x slower per window).
     batch_size: int = 64
-    # Torch threads per op on a CPU; 0: one less than the cores (half the cores with
+    # Torch threads per op on a CPU; 0: one less than the cores this process may use (its
+    # CPU affinity: a SLURM or taskset CPU set counts, not the machine; half of them with
     # transform_thread), at least 1. Torch's OpenMP workers spin at their barriers: with other
     # busy processes on the cores, 2 threads per op on 2 cores ran the search 3-10x slower
     # than 1 (bench/bench_search.py measures it).
@@ -120,7 +121,7 @@ class SearchConfig:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
         if self.threads < 0:
-            raise ConfigError(f"threads: must be 0 (torch's default) or more, got {self.threads}")
+            raise ConfigError(f"threads: must be 0 (automatic) or more, got {self.threads}")
         if self.slides < 0:
             raise ConfigError(f"slides: must be 0 or more, got {self.slides}")
         if self.psd.min_segments < 1:

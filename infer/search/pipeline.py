@@ -16,8 +16,8 @@ import torch
 
 from data.config import ConfigError, save_config, to_dict
 from data.layout import DETECTORS
-from data.rundir import CARD_FILE, INPUT_KINDS, read_card
-from infer.predict.checkpoints import Fold, check_folds, find_checkpoints, load_fold
+from data.rundir import CARD_FILE, INPUT_KINDS
+from infer.predict.checkpoints import Fold, load_folds
 from infer.search.config import (
     CONFIG_FILE,
     LIGHT_TRAVEL,
@@ -57,16 +57,6 @@ def check_card(fold_dir: Path, card) -> None:
                           f"({len(DETECTORS)}, {n_time // 2 + 1})")
 
 
-def load_models(runs: str | Path | None, checkpoints: list[str] = ()) -> list[Fold]:
-    """Every fold to ensemble, each card checked for the search before its weights load."""
-    dirs = find_checkpoints(runs, list(checkpoints))
-    for d in dirs:
-        check_card(d, read_card(d))
-    folds = [load_fold(d) for d in dirs]
-    check_folds(folds)
-    return folds
-
-
 def cache_key(paths: dict[str, list[Path]], folds: list[Fold], cfg: SearchConfig,
               device: torch.device) -> str:
     """What a window's score depends on: the files (path, size, mtime), the channels, the
@@ -102,7 +92,7 @@ def run(runs: str | Path | None, strain: list[str], out: str | Path, cfg: Search
     out = Path(out)
     accelerator = accelerator or Accelerator()
     # Everything that can refuse the inputs does so before the first window is scored.
-    folds = load_models(runs, cfg.checkpoints)
+    folds = load_folds([runs], cfg.checkpoints, check_card=check_card)
     card = folds[0].card
     fs, n_time = int(card.transform["sample_rate"]), int(card.transform["n_time"])
     grid_stride = whole_samples(cfg.stride, fs, "stride")

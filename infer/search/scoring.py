@@ -26,7 +26,7 @@ from data.metrics import probability
 from data.progress import progress_bar
 from infer.predict.checkpoints import Fold
 from infer.predict.ensemble import combine
-from infer.predict.inputs import build_transform
+from infer.predict.inputs import ensemble_transform
 from infer.predict.tta import fold_views
 from infer.search.config import (
     SearchConfig,
@@ -133,17 +133,14 @@ def score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, accelera
     from accelerate import Accelerator
 
     accelerator = accelerator or Accelerator()
-    threads = torch.get_num_threads()
+    threads = None
     if accelerator.device.type == "cpu":
         # With the transform thread, two threads call torch at once: half the cores each;
         # without, one core is left to the strain reading and bookkeeping.
-        auto = (devices.cpu_threads(sharers=2, spare=0) if cfg.transform_thread
-                else devices.cpu_threads(spare=1))
-        torch.set_num_threads(cfg.threads or auto)
-    try:
+        threads = cfg.threads or (devices.cpu_threads(sharers=2, spare=0) if cfg.transform_thread
+                                  else devices.cpu_threads(spare=1))
+    with devices.torch_threads(threads):
         return _score_windows(strain, folds, cfg, accelerator, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, accelerator,
@@ -191,8 +188,7 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
 
     need_images = any(f.card.input == "images" for f in folds)
     need_waves = any(f.card.input == "waves" for f in folds)
-    first_images = next((f for f in folds if f.card.input == "images"), folds[0])
-    base = build_transform(first_images).to(device).eval()
+    base = ensemble_transform(folds).to(device).eval()
     cqt = base.cqt if need_images else None
     models = [accelerator.prepare_model(f.model, evaluation_mode=True) for f in folds]
 

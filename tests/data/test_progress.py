@@ -69,3 +69,30 @@ def test_a_command_logging_to_a_file_writes_lines(train_store, tmp_path):
     assert "\r" not in text
     progress = [line for line in text.splitlines() if line.startswith("verify train.zarr:")]
     assert progress and "100%" in progress[-1]
+
+
+def test_a_transient_bar_still_ends_with_a_line_in_a_log():
+    """leave=False (training's epoch bar) clears a terminal's line; a log keeps its end."""
+    log = io.StringIO()
+    with progress_bar(total=5, desc="epoch 2", file=log, interval=math.inf, leave=False) as bar:
+        bar.update(5)
+    assert log.getvalue().startswith("epoch 2: 100% 5/5") and log.getvalue().count("\n") == 1
+
+
+def test_a_malformed_interval_is_a_config_error(monkeypatch):
+    import pytest
+
+    from data.config import ConfigError
+
+    monkeypatch.setenv("G2NET_PROGRESS_INTERVAL", "soon")
+    with pytest.raises(ConfigError, match="G2NET_PROGRESS_INTERVAL"):
+        progress_bar(total=1, file=io.StringIO())
+    monkeypatch.setenv("G2NET_PROGRESS_INTERVAL", "-1")
+    with pytest.raises(ConfigError):
+        progress_bar(total=1, file=io.StringIO())
+
+
+def test_no_stderr_at_all_gives_a_silent_bar(monkeypatch):
+    monkeypatch.setattr(sys, "stderr", None)
+    with progress_bar(total=3, desc="x") as bar:
+        bar.update(3)
