@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench quality clean
+.PHONY: install demo test bench quality gpu-check clean
 
 # Re-install whenever the package metadata changes; the stamp makes repeat runs instant.
 $(STAMP): setup.cfg pyproject.toml
@@ -20,6 +20,11 @@ demo: install
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
+
+# On a GPU box: every GPU and multi-process path, a table of checks with figures and pass/fail
+# (5-8 min on one modern GPU). Without CUDA it is a dry run at tiny sizes on the CPU.
+gpu-check: install
+	$(PY) bench/gpu_check.py --out runs/gpu-check
 
 bench: install
 	$(PY) bench/bench_index.py

@@ -69,10 +69,10 @@ def genie_statistics(args: tuple[str, samples.PlannedSample, str]) -> tuple[floa
     known = likelihood.log_likelihood_ratio(sample.strain, sample.signal[None])[0]
     times = samples.MERGER_TIME_RANGE
     no_time = likelihood.time_marginal_log_likelihood_ratio(sample.strain, sample.source, scale,
-                                                         times)
+                                                            times)
     no_snr = (likelihood.time_marginal_log_likelihood_ratio(sample.strain, sample.source, scale,
-                                                         times, snr_range=snr.params,
-                                                         network_snr=network_snr)
+                                                            times, snr_range=snr.params,
+                                                            network_snr=network_snr)
               if snr.kind == "uniform" else float("nan"))
     return float(known), no_time, no_snr
 

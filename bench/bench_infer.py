@@ -1,12 +1,12 @@
-"""Inference throughput on this machine: samples/s of ``infer.predict`` at the native image size.
+"""Inference throughput here: samples/s of ``infer.predict.loop.predict`` at the native image size.
 
     python bench/bench_infer.py [--n 512] [--batch-size 64] [--models NAME ...]
                                 [--raw] [--tta swap shift]
 
 For each model (random weights; the numbers do not depend on them) it makes a run directory
 and a store of ``--n`` random float16 images of the default preprocessing config's shape
-(3, n_bins, n_frames) in a temporary directory, then times ``infer.predict.predict`` over the
-store: Zarr reads, normalisation, the model and the gather included. ``--raw`` also times the
+(3, n_bins, n_frames) in a temporary directory, then times ``infer.predict.loop.predict`` over
+the store: Zarr reads, normalisation, the model and the gather included. ``--raw`` also times the
 raw-data path (``.npy`` files of white noise, whitened and CQT'd on the fly) for each model.
 One untimed forward pass of a batch of zeros warms each model up.
 """

@@ -5,7 +5,7 @@
 # CPU model (configs/train/cpu.yaml, resnet18), the 1D CPU model (configs/train/cpu1d.yaml,
 # g2net_1d_small) and their ensemble (a logistic stack fitted on their out-of-fold
 # predictions), overall and per SNR bin. Each step's wall time is printed and kept in
-# OUT/times.txt; the README's quality table comes from OUT/metrics.json.
+# OUT/times.txt; docs/quality.md's main table comes from OUT/metrics.json.
 #
 #   bash bench/bench_quality.sh [WORK [OUT]]          (defaults: quality-data, runs/quality)
 #

@@ -1,25 +1,15 @@
-"""How every command of the project ends when it fails: one voice, documented exit codes.
+"""How every command of the project ends when it fails: one line on stderr, ``PROG: error:
+MESSAGE`` as argparse writes it (no traceback; it is kept at DEBUG level of this logger), and
+one of these exit codes (docs/cli.md, "Errors and exit status"; the full table and a usage
+example: "Notes from the code"):
 
-    with cli_errors("g2net-train", user_errors=(TrainError,), runtime_errors=(NonFiniteLoss,),
-                    rerun="re-run with resume=auto: it continues from the last checkpoint"):
-        train(...)
+    0    done
+    2    user error: an option, config key or value, input file, store or model card that the
+         command cannot use (argparse's usage errors too); fix the input and re-run
+    1    runtime failure: an ``OSError`` (disk full, permission, ...) or a NaN loss
+    130  interrupted (Ctrl-C)
 
-=====  ==========================================================================================
-exit   meaning
-=====  ==========================================================================================
-0      done
-2      **user error**: an option, config key or value, input file, store or model card that the
-       command cannot use (argparse's own usage errors use 2 as well). Fix the input and re-run.
-1      **runtime failure**: the machine said no (``OSError``: disk full, file too large,
-       permission denied, a vanished file) or training diverged (a NaN loss). Where the stage
-       resumes (preprocessing; training with ``resume=auto``) the message says so.
-130    interrupted (Ctrl-C)
-=====  ==========================================================================================
-
-Either failure is one line on stderr, ``PROG: error: MESSAGE`` as argparse writes it, with
-no traceback; an ``OSError`` names the path, the cause and its errno. The traceback is kept
-at DEBUG level of the ``data.cli`` logger. Any other exception is a bug in this code: it is
-not caught, so Python prints its traceback (and exits 1).
+Any other exception is a bug in this code: it is not caught, so Python prints its traceback.
 """
 
 from __future__ import annotations

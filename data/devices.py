@@ -100,6 +100,16 @@ def cpu_threads(sharers: int = 1, spare: int = 1) -> int:
     return max(1, cores // max(sharers, 1) - spare)
 
 
+def deterministic_algorithms() -> None:
+    """Make this process's CUDA arithmetic repeatable: deterministic algorithms (an error for
+    an operation that has none, rather than a silent difference), no cuDNN autotuning, and the
+    cuBLAS workspace setting its determinism needs (read when cuBLAS starts: call this before
+    any CUDA work). Nothing changes on the CPU, whose kernels are deterministic already."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Torch's intra-op threads set to ``n`` for the block (None: left alone), then restored."""
@@ -165,32 +175,56 @@ def accelerator_available() -> bool:
 def fp32_switches(backends: Any = None) -> list[tuple[Any, str, Any]]:
     """``(object, attribute, value)`` settings that make CUDA float32 convolutions (cuDNN) and
     matmuls (cuBLAS) IEEE float32 on this torch (``backends``: ``torch.backends``, or a stand-in
-    for a test): ``fp32_precision = "ieee"`` from torch 2.9, ``allow_tf32 = False`` before."""
+    for a test), in the order to apply them.
+
+    Torch before 2.9 has the ``allow_tf32`` flags only. From 2.9 it has ``fp32_precision`` per
+    operator as well, and it refuses a mix of the two: once a new-API flag disagrees with the
+    legacy one, reading ``torch.backends.cudnn.allow_tf32`` (as code that asks "is TF32 on?"
+    does, possibly inside cuDNN's own checks) raises RuntimeError. So both are set, the legacy
+    flags first (their setters reset the per-operator ones), then every per-operator flag
+    (convolutions, RNNs, matmuls, on CUDA and oneDNN): every reading through either API agrees,
+    whatever a user or Accelerate set before (``torch.set_float32_matmul_precision("high")``,
+    ``allow_tf32 = True``, or the new API for convolutions only).
+    """
     backends = torch.backends if backends is None else backends
-    conv = getattr(backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        return [(conv, "fp32_precision", "ieee"),
-                (backends.cuda.matmul, "fp32_precision", "ieee")]
-    return [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
+    switches = [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
+    # Every per-operator flag of every backend: torch.get_float32_matmul_precision() also
+    # raises when CUDA's and oneDNN's (CPU) matmul flags disagree.
+    mkldnn = getattr(backends, "mkldnn", None)
+    for parent, op in ((backends.cudnn, "conv"), (backends.cudnn, "rnn"),
+                       (backends.cuda, "matmul"), (mkldnn, "matmul"), (mkldnn, "conv"),
+                       (mkldnn, "rnn")):
+        obj = getattr(parent, op, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            switches.append((obj, "fp32_precision", "ieee"))
+    return switches
 
 
 @contextlib.contextmanager
 def ieee_fp32(backends: Any = None) -> Iterator[None]:
     """IEEE float32 for CUDA convolutions and matmuls inside the block; the previous settings
-    come back on exit, exception or not. Changes nothing that runs on the CPU.
+    come back on exit, exception or not. On the CPU it changes something only where a user had
+    lowered oneDNN's float32 precision (IEEE is its default).
 
     cuDNN convolutions default to TF32 on Ampere and later GPUs: a 10-bit mantissa, coarser
     than the float16 images the CQT is stored as. Preprocessing and inference's on-the-fly
     transform compute under this, so GPU images equal CPU ones to float32 rounding.
     """
     switches = fp32_switches(backends)
-    before = [getattr(obj, attr) for obj, attr, _ in switches]
+    before = []
+    for obj, attr, _ in switches:
+        try:
+            before.append((obj, attr, getattr(obj, attr)))
+        except RuntimeError:
+            # A mix of the two APIs makes the legacy flag unreadable (torch >= 2.9); the
+            # per-operator flags, restored after it, bring that state back exactly.
+            pass
     try:
         for obj, attr, value in switches:
             setattr(obj, attr, value)
         yield
     finally:
-        for (obj, attr, _), value in zip(switches, before):
+        for obj, attr, value in before:  # legacy first: its setter resets the per-operator flags
             setattr(obj, attr, value)
 
 

@@ -9,7 +9,7 @@ predictions ``oof.csv`` and the per-epoch ``history.csv`` with its figure::
                        ``timm.create_model(model_name, **model_kwargs)`` loads them strictly
     model.json         the model card (:class:`ModelCard`): model, input kind, channel
                        statistics, the store's transform identity and PSD, the weights' hash
-    oof.csv            id,target,pred of the held-out fold at the best epoch (pred = probability)
+    oof.csv            id,target,pred,logit of the held-out fold at the best epoch
     history.csv        epoch,train_loss,val_loss,val_auc,lr,samples_per_s (epoch 1 = first pass)
     curves.png         loss, validation AUC and learning rate per epoch
     logs/NAME/         the trackers' files with ``log_with`` (tensorboard: events.out.tfevents.*)
@@ -39,7 +39,7 @@ from data.layout import DataError
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "best.safetensors"
-OOF_FILE = "oof.csv"  # id,target,pred: the fold's held-out predictions (pred a probability)
+OOF_FILE = "oof.csv"  # id,target,pred,logit: the fold's held-out predictions (write_oof)
 CARD_SCHEMA = 1
 INPUT_KINDS = ("images", "waves")
 
@@ -217,29 +217,37 @@ def verify_weights(card: ModelCard, weights: str | Path) -> None:
         )
 
 
-def write_oof(path: str | Path, ids, target, pred) -> None:
-    """``id,target,pred`` with hex ids (``ids`` as stored: uint64) and probabilities."""
+def write_oof(path: str | Path, ids, target, logit) -> None:
+    """``id,target,pred,logit``: hex ids (``ids`` as stored: uint64), 0/1 targets, the
+    probability and the model's logit, both as the shortest text that reads back to the same
+    float (issue 17: 7 digits made every p above 1 - 5e-8 a 1, ties in the OOF AUC and in a
+    stack's inputs; the logit never saturates)."""
     import csv
 
     from data.layout import int_to_id
+    from data.metrics import probability
 
+    logit = np.asarray(logit, dtype=np.float64)
     with Path(path).open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "target", "pred"])
-        for sid, t, p in zip(int_to_id(ids), target, pred):
-            w.writerow([sid, int(t), f"{float(p):.7g}"])
+        w.writerow(["id", "target", "pred", "logit"])
+        for sid, t, p, z in zip(int_to_id(ids), target, probability(logit), logit):
+            w.writerow([sid, int(t), repr(float(p)), repr(float(z))])
 
 
-def read_oof(path: str | Path):
-    """(ids, target int array, pred float array) of an ``oof.csv``."""
+def read_oof(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, target int array, logit float64 array) of an ``oof.csv``. A file written before
+    logits were kept (``id,target,pred``) gives the logits of its rounded probabilities."""
     import csv
-
-    import numpy as np
 
     with Path(path).open(newline="") as f:
         rows = list(csv.DictReader(f))
-    return ([r["id"] for r in rows], np.array([int(r["target"]) for r in rows]),
-            np.array([float(r["pred"]) for r in rows]))
+    ids = [r["id"] for r in rows]
+    target = np.array([int(r["target"]) for r in rows])
+    if rows and "logit" in rows[0]:
+        return ids, target, np.array([float(r["logit"]) for r in rows])
+    p = np.clip(np.array([float(r["pred"]) for r in rows]), 1e-12, 1 - 1e-12)
+    return ids, target, np.log(p) - np.log1p(-p)
 
 
 HISTORY_FILE = "history.csv"

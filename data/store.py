@@ -284,7 +284,8 @@ def create(
                    dtype="float64", fill_value=0, **small)
     _for_writing(g, "ids")[:] = np.asarray(ids, dtype=np.uint64)
     _for_writing(g, "targets")[:] = np.asarray(targets, dtype=np.int8)
-    # Written now so that every chunk of them exists from the start (see the module docstring).
+    # Written now so that every chunk of them exists from the start (docs/cache-format.md, Notes
+    # from the code).
     _for_writing(g, "done")[:] = False
     _for_writing(g, "stats")[:] = 0
     g.attrs.update({

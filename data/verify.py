@@ -113,7 +113,7 @@ def verify_store(path: Path, progress: bool = True) -> Report:
     total = sum(math.prod(a.cdata_shape) for a in arrays.values())
     chunk_size = g.attrs.get("chunk_size")
     with progress_bar(total=total, desc=f"verify {path.name}", unit="chunk", disable=not progress,
-              dynamic_ncols=True) as bar:
+                      dynamic_ncols=True) as bar:
         # The done flags first: they say which chunks of the chunk-by-chunk arrays must exist.
         found, report.n_read, flags = _read_chunks(g, "done", lambda coords: False, bar,
                                                    keep=True)

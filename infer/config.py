@@ -54,6 +54,11 @@ class InferConfig:
             raise ConfigError(f"batch_size: must be at least 1, got {self.batch_size}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers: must be 0 or more, got {self.num_workers}")
+        if self.members == "stack" and self.ensemble != "mean":
+            # The stack maps single models' logits to a probability (apply_stack): ranks of
+            # folds are no input it was fitted on.
+            raise ConfigError("members=stack needs ensemble=mean (the stack is fitted on "
+                              "single models' logits, not on ranks)")
         if list(self.snr_bins) != sorted(set(self.snr_bins)) or len(self.snr_bins) < 1:
             raise ConfigError(f"snr_bins: must be increasing, got {self.snr_bins}")
 

@@ -160,7 +160,7 @@ def plot_run_curves(run: str | Path, out: str | Path | None = None) -> Path:
     (the figure training draws, :func:`data.rundir.plot_curves`)."""
     run = Path(run)
     return rundir.plot_curves(rundir.read_history(run / rundir.HISTORY_FILE),
-                               out or run / "curves.png", title=str(run))
+                              out or run / "curves.png", title=str(run))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,18 +1,7 @@
-"""The preprocessing stage's config: whitening, CQT, the store, and how the job runs.
-
-Keys use the libraries' own parameter names (gwpy: ``highpass``, ``lowpass``; nnAudio:
-``fmin``, ``fmax``, ``hop_length``, ``bins_per_octave``, ``filter_scale``, ``window``), so a
-reader maps config to call without a glossary.
-
-Two identities are computed here, and only here:
-
-- :func:`transform_identity`: everything that fixes a stored output (``whiten``, ``cqt``, the
-  PSD's hash, the sample rate and length, and ``TRANSFORM_VERSION`` of the code). Stage one
-  writes it into every store (``transform`` attribute), training copies it into the model
-  card, and every reader recomputes it from the recorded config with the code at hand: any
-  difference is an error naming the key (``whiten.ramp: model 4.0, store 2.0``).
-- :func:`run_identity`: the whole config minus :data:`RUNTIME_KEYS`, which must match for a
-  store to be resumed (it adds the store layout and batch size to the transform).
+"""The preprocessing stage's config: whitening, CQT, the store, and how the job runs. Keys use
+the libraries' own parameter names (gwpy, nnAudio). The two identities, :func:`transform_identity`
+(what fixes a stored output) and :func:`run_identity` (what must match to resume a store), are
+computed here and only here (docs/preprocessing.md, "Notes from the code").
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ from preprocess.config import (
 log = logging.getLogger(__name__)
 
 
-
 def train_store_psd(path: Path, cfg: PreprocessConfig) -> np.ndarray:
     """The PSD of the train store at ``path``, which must be made with this config."""
     if not (path / "zarr.json").is_file():
@@ -55,8 +54,8 @@ def versions() -> dict[str, str | None]:
 
 
 def create_store(path: Path, split: str, cfg: PreprocessConfig, ids: np.ndarray,
-                  targets: np.ndarray, psd: np.ndarray, data: Path, device: torch.device,
-                  replace: bool) -> None:
+                 targets: np.ndarray, psd: np.ndarray, data: Path, device: torch.device,
+                 replace: bool) -> None:
     """Build the empty store under a temporary name and rename it into place, so that a store
     at ``path`` always has its attributes and (train) PSD, even after a kill."""
     from preprocess.transforms import Transform
@@ -88,8 +87,8 @@ def create_store(path: Path, split: str, cfg: PreprocessConfig, ids: np.ndarray,
 
 
 def check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targets: np.ndarray,
-                     train_psd: np.ndarray | None, data: Path, split: str,
-                     device: torch.device) -> None:
+                    train_psd: np.ndarray | None, data: Path, split: str,
+                    device: torch.device) -> None:
     """StoreError unless the store at ``path`` was made by this config and this transform code
     from these samples.
 
@@ -127,7 +126,7 @@ def check_resumable(g, path: Path, cfg: PreprocessConfig, ids: np.ndarray, targe
         log.info("%s: made from %s, resuming from %s (same ids and targets)", path.name,
                  stored.get("source"), data.resolve())
     run_diff = dict_diff({k: stored.get("config", {}).get(k) for k in RUNTIME_KEYS},
-                     {k: getattr(cfg, k) for k in RUNTIME_KEYS})
+                         {k: getattr(cfg, k) for k in RUNTIME_KEYS})
     if run_diff:
         log.info("%s: resuming with other run settings: %s", path.name,
                  format_diff(run_diff, "store", "now"))

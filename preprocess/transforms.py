@@ -26,13 +26,6 @@ from torch.nn import functional as F
 from data.layout import DETECTORS, N_TIME, SAMPLE_RATE
 from preprocess.spectral import tukey
 
-__all__ = [
-    "Whiten",
-    "CQT",
-    "Transform",
-]
-
-
 # --------------------------------------------------------------------------------------------
 # Whitening
 
@@ -150,6 +143,7 @@ class Whiten(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# Constant-Q transform
 
 
 def _nnaudio_cqt(sample_rate, fmin, fmax, hop_length, bins_per_octave, filter_scale, window):
@@ -381,6 +375,7 @@ class CQT(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
+# Whiten + CQT
 
 
 class Transform(nn.Module):

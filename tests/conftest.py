@@ -38,7 +38,7 @@ def accelerate_launch(n: int, module: str, *args: str, env: dict | None = None,
     no GPU visible: n CPU processes in a gloo group. --multi_gpu is what starts n processes on
     any machine; --cpu --num_processes 2 silently runs one (accelerate issue 2741). ``gpus``:
     leave the GPUs visible (the CUDA tests)."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if n > 1 else []),
            "--num_processes", str(n), "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--main_process_port", str(free_port()), *launch_args,
            *([module] if module.endswith(".py") else ["-m", module]), *args]
@@ -51,6 +51,7 @@ def accelerate_launch(n: int, module: str, *args: str, env: dict | None = None,
 def launch():
     """:func:`accelerate_launch`: ``launch(n, "train", *args, env=..., timeout=...)``."""
     return accelerate_launch
+
 
 IMAGE_SHAPE = (3, 24, 48)
 
@@ -144,3 +145,37 @@ def waves_store(tmp_path_factory) -> Path:
 def make_train_store():
     """``make_train_store(path, n=384, ...) -> path``: see :func:`build_store`."""
     return build_store
+
+
+def accelerate_launch_machines(n_machines: int, module: str, *args: str, env: dict | None = None,
+                               timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """``n_machines`` "machines" on this one: one ``accelerate launch --num_machines N
+    --machine_rank R --main_process_ip 127.0.0.1`` per rank, one process each, started together
+    as a cluster's launchers would be, on CPUs (gloo). Returns each launcher's result."""
+    port = str(free_port())
+    procs = []
+    for rank in range(n_machines):
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+               "--num_machines", str(n_machines), "--num_processes", str(n_machines),
+               "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+               "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", module, *args]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, **CPU_ONLY, **(env or {})}))
+    results = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return results
+
+
+@pytest.fixture(scope="session")
+def launch_machines():
+    """:func:`accelerate_launch_machines`: ``launch_machines(2, "preprocess", *args)``."""
+    return accelerate_launch_machines

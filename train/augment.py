@@ -44,7 +44,7 @@ def random_erasing(
     dev = x.device
     area = torch.empty(b, count, device=dev).uniform_(*scale) * (h * w)
     aspect = torch.exp(torch.empty(b, count, device=dev).uniform_(math.log(ratio[0]),
-                                                                   math.log(ratio[1])))
+                                                                  math.log(ratio[1])))
     eh = torch.sqrt(area * aspect).round().clamp(1, h)
     ew = torch.sqrt(area / aspect).round().clamp(1, w)
     top = (torch.rand(b, count, device=dev) * (h - eh + 1)).floor()

@@ -78,7 +78,12 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model (after Accelerate wraps it for DDP)
+    # Deterministic algorithms (torch.use_deterministic_algorithms, cuDNN autotuning off,
+    # CUBLAS_WORKSPACE_CONFIG): what exact resume needs on a GPU, where TF32-free cuDNN and
+    # cuBLAS still pick kernels that sum in varying order. On the CPU runs are exact without
+    # it. Its cost on a GPU is not measured yet (docs/training.md).
+    deterministic: bool = False
     checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps; 0 = per epoch only
     checkpoint_total_limit: int | None = 2  # checkpoints kept per fold (oldest deleted); >= 2
     resume: Literal["auto"] | None = None  # "auto": continue from the newest checkpoint

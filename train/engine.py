@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from data.inputs.images import model_input
 from data.inputs.loader import batches
-from data.metrics import probability, roc_auc
+from data.metrics import roc_auc
 from data.progress import progress_bar
 from train.augment import augment, augment_waves
 from train.config import AugmentConfig
@@ -205,7 +205,7 @@ def evaluate(model: torch.nn.Module, loader, accelerator, *, to_input: BatchTran
 
     Predictions are gathered with their store rows on every batch; padding rows (index < 0)
     are dropped, so each held-out sample counts once. Returns ``{"loss", "auc", "index",
-    "target", "pred"}`` with numpy arrays sorted by store row (identical on every rank).
+    "target", "logit"}`` with numpy arrays sorted by store row (identical on every rank).
     """
     model.eval()
     logits_all, target_all, index_all = [], [], []
@@ -227,4 +227,4 @@ def evaluate(model: torch.nn.Module, loader, accelerator, *, to_input: BatchTran
     logits, target = logits.numpy()[order], target.numpy()[order]
     # AUC from the logits: the sigmoid of a confident float32 logit rounds to 1.0 and ties.
     return {"loss": loss, "auc": roc_auc(target, logits), "index": index[order],
-            "target": target, "pred": probability(logits)}
+            "target": target, "logit": logits}

@@ -35,7 +35,6 @@ from train.model import build_model, check_input_size, input_kind, model_kwargs
 log = logging.getLogger("train")
 
 
-
 def open_training_store(path: str | Path):
     """The finished training store at ``path``; StoreError/TrainError say what is wrong."""
     g = zstore.require_complete(path)
@@ -194,6 +193,8 @@ def train_fold(cfg: TrainConfig) -> dict:
     # Same initial weights on every rank and in every run with this seed (DDP would
     # broadcast rank 0's anyway); built before the accelerator so that a model or image
     # size that cannot work fails before any process group or run directory exists.
+    if cfg.deterministic:
+        devices.deterministic_algorithms()
     set_seed(cfg.seed)
     net = build_model(cfg.model)
     check_input_size(net, cfg.model.name, size)
@@ -229,7 +230,12 @@ def train_fold(cfg: TrainConfig) -> dict:
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(net, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, optimizer = accelerator.prepare(torch.compile(net) if cfg.compile else net, optimizer)
+    model, optimizer = accelerator.prepare(net, optimizer)
+    if cfg.compile:
+        # After DDP's wrapping, as Accelerate's own dynamo plugin does: dynamo's DDPOptimizer
+        # then splits the graph at DDP's gradient buckets, so communication still overlaps the
+        # backward pass (compiled first, DDP sees one opaque module and all-reduces at the end).
+        model = torch.compile(model)
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     ema = (ModelEmaV3(unwrapped, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup,
                       warmup_power=3 / 4) if cfg.ema else None)
@@ -264,7 +270,9 @@ def train_fold(cfg: TrainConfig) -> dict:
                     n_frames=image_shape[-1], channels_last=cfg.channels_last, kind=kind)
     train_loader = device_loader(train_ds, accelerator, cfg.loader.num_workers)
     val_loader = device_loader(val_ds, accelerator, cfg.loader.num_workers)
-    eval_model = ema.module if ema is not None else model
+    # Uncompiled: eval mode (BatchNorm, dropout) would make the compiled graph recompile at
+    # every switch; evaluation is a small share of the work. No DDP wrapper needed: no grads.
+    eval_model = ema.module if ema is not None else unwrapped
     ids = np.asarray(g["ids"][:])
     log.info(
         "fold %d/%d: %d train, %d validation samples; %s on %s %s on %d process(es) (%s, %s); "
@@ -302,7 +310,8 @@ def train_fold(cfg: TrainConfig) -> dict:
         if improved and accelerator.is_main_process:
             rundir.write_fold(run, model_card(cfg, g, state.best_epoch, state.best_auc),
                                  (ema.module if ema is not None else unwrapped).state_dict())
-            rundir.write_oof(run / rundir.OOF_FILE, ids[val["index"]], val["target"], val["pred"])
+            rundir.write_oof(run / rundir.OOF_FILE, ids[val["index"]], val["target"],
+                             val["logit"])
         save_checkpoint()
         if accelerator.is_main_process:
             record_history(run, state.history, cfg)

@@ -68,7 +68,8 @@ def plan_epoch(
     batch_multiple: int = 1,
     start_batch: int = 0,
 ) -> EpochPlan:
-    """The blocks rank ``rank`` of ``world_size`` reads in ``epoch`` (see the module docstring).
+    """The blocks rank ``rank`` of ``world_size`` reads in ``epoch`` (docs/training.md, Notes
+    from the code).
 
     indices: sorted unique store rows to draw from (a fold's valid training rows, say).
     """

@@ -1,7 +1,7 @@
 """Deterministic views of a batch of detector data: the ops behind augmentation and TTA.
 
 Training's random augmentations (``train.augment``) and inference's test-time views
-(``infer.predict.apply_view``) both call these, so a view seen at test time is exactly a
+(``infer.predict.tta.apply_view``) both call these, so a view seen at test time is exactly a
 transformation the model was trained on. They live on the shared floor because ``infer``
 may not import ``train``.
 

@@ -100,6 +100,7 @@ class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, k: int, downsample: int = 1,
                  drop_path: float = 0.0):
         super().__init__()
+
         def pool() -> list[nn.Module]:  # each path its own GeM (its own p)
             return [GeM(downsample)] if downsample > 1 else []
 
@@ -276,7 +277,6 @@ def g2net_1d_v3_w32(pretrained: bool = False, **kwargs) -> nn.Module:
 def g2net_1d_small(pretrained: bool = False, **kwargs) -> nn.Module:
     """Five conv blocks, ~0.11 M parameters: trains on a CPU."""
     return _create("g2net_1d_small", G2Net1DSmall, pretrained, **kwargs)
-
 
 
 @_register

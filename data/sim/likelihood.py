@@ -85,8 +85,8 @@ def log_likelihood_ratio(data: np.ndarray, templates: np.ndarray) -> np.ndarray:
 
     data: (3, N_TIME) strain; templates: (L, 3, N_TIME) strain, every detector's signal as it
     would lie in the sample. ln L = sum_i <d_i, h_i> - <h_i, h_i> / 2 with the oracle's
-    Tukey window on both, over 20-1000 Hz against :func:`noise_psd` (Whittle's approximation;
-    <h, h> is the template's optimal SNR squared, up to the window).
+    Tukey window on both, over 20-1000 Hz against :func:`data.sim.physics.noise_psd` (Whittle's
+    approximation; <h, h> is the template's optimal SNR squared, up to the window).
     """
     window = _oracle_window()
     d = _band_spectrum(data * window)
@@ -102,10 +102,10 @@ def shifted_inner_products(
     norm_step: int = 8,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """<d, h> and <h, h> (summed over detectors, as in :func:`log_likelihood_ratio`) of
-    ``source`` at amplitude ``scale`` (the factor :func:`snr_scale` gave it) merging at every
-    whole-sample shift of its own merger time that stays inside ``merger_times`` (s):
-    ``(inner (n_lags,), norm (n_lags,), k)``. Entry j merges ``k - j`` samples after the
-    source's own merger; entry k is the source unshifted.
+    ``source`` at amplitude ``scale`` (the factor :func:`data.sim.physics.snr_scale` gave it)
+    merging at every whole-sample shift of its own merger time that stays inside
+    ``merger_times`` (s): ``(inner (n_lags,), norm (n_lags,), k)``. Entry j merges ``k - j``
+    samples after the source's own merger; entry k is the source unshifted.
 
     One waveform covers every shift: made from the start frequency the latest merger needs
     and projected into a window ``n_lags - 1`` samples longer than the sample, so a shifted
@@ -177,7 +177,7 @@ def time_marginal_log_likelihood_ratio(
     ``merger_times`` (s): the mean of L over every whole-sample shift there
     (:func:`shifted_inner_products`). With ``snr_range``, its network SNR is unknown too,
     uniform there (:func:`snr_marginal_log_likelihood_ratio`); ``network_snr`` is then the
-    template's at ``scale`` (:func:`snr_scale`'s)."""
+    template's at ``scale`` (:func:`data.sim.physics.snr_scale`'s)."""
     inner, norm, _ = shifted_inner_products(data, source, scale, merger_times)
     if snr_range is None:
         ln_l = inner - 0.5 * norm

@@ -62,7 +62,8 @@ def noise_fir(sample_rate: int = SAMPLE_RATE, fir_duration: int = FIR_DURATION) 
     White noise of variance 1 at rate fs has the one-sided PSD 2 / fs, so the filter's gain is
     ``sqrt(PSD * fs / 2)``; 0 at DC (zero-mean noise) and at Nyquist, as in
     :func:`data.sim.physics.coloured_noise`. Truncating the impulse response to
-    ``fir_duration`` smooths the PSD over ~1 / fir_duration Hz (see the module docstring).
+    ``fir_duration`` smooths the PSD over ~1 / fir_duration Hz (see docs/synthetic-data.md, Notes
+    from the code).
     """
     n_taps = int(fir_duration) * int(sample_rate)
     gain = np.sqrt(physics.noise_psd(n_taps, sample_rate) * (sample_rate / 2.0))
@@ -149,8 +150,9 @@ class Injection:
 def plan_injections(
     seed: int, gps_start: int, duration: int, every: float, snr: str | samples.SNRDistribution
 ) -> list[Injection]:
-    """The injections of a file: ``floor(duration / every)`` of them, in time order (see the
-    module docstring); none when ``every`` is 0. Arguments as :func:`generate` checks them."""
+    """The injections of a file: ``floor(duration / every)`` of them, in time order (see
+    docs/synthetic-data.md, Notes from the code); none when ``every`` is 0. Arguments as
+    :func:`generate` checks them."""
     if every == 0:
         return []
     snr = samples.parse_snr(snr)
@@ -245,7 +247,7 @@ def _overlap(strain: np.ndarray, start: int, a: int, n: int) -> tuple[slice, sli
     return slice(lo - start, hi - start), slice(lo - a, hi - a)
 
 
-# --- writers -------------------------------------------------------------------------------
+# --- writers (the classes are in data.sim.frames) ------------------------------------------
 
 
 _WRITERS = {"gwf": GWFWriter, "hdf5": HDF5Writer}

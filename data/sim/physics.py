@@ -106,7 +106,8 @@ def _noise_psd_cached(n_time: int, sample_rate: int) -> np.ndarray:
 
 
 def noise_psd(n_time: int = N_TIME, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The noise model (see module docstring) on ``rfftfreq(n_time, 1 / sample_rate)``.
+    """The noise model (docs/synthetic-data.md, Notes from the code) on
+    ``rfftfreq(n_time, 1 / sample_rate)``.
 
     Returns (3, n_time // 2 + 1) float64 in 1/Hz, rows H1, L1, V1, nonzero everywhere up to
     the curves' end (~40 kHz, far above any sample rate used here; the value at 0 Hz is the

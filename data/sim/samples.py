@@ -105,7 +105,7 @@ def _isotropic_spin(rng: np.random.Generator) -> tuple[float, float, float]:
 
 
 def draw_source(rng: np.random.Generator) -> physics.Source:
-    """One draw from the priors in the module docstring."""
+    """One draw from the priors (docs/synthetic-data.md, Notes from the code)."""
     m_a, m_b = rng.uniform(*MASS_RANGE, size=2)
     spin_a, spin_b = _isotropic_spin(rng), _isotropic_spin(rng)
     if m_b > m_a:  # keep each spin with its own mass

@@ -2,8 +2,8 @@
 
     python -m infer.matched_filter --data DIR --split test --out mf.csv [--truth truth.csv]
         [--min-match 0.9] [--spin-max 0] [--time-step 2] [--seed 0] [--n-psd 2000]
-        [--device auto]
-        [--batch-size 16] [--template-chunk 64] [--fitting-factors N] [--report mf.json]
+        [--device auto] [--batch-size 16] [--template-chunk 64] [--fitting-factors N]
+        [--report mf.json]
 
 The generator's oracle (``truth.csv`` column ``oracle``) knows every signal's parameters; a
 search does not. This module does what a gravitational-wave search does on the same data

@@ -1,18 +1,7 @@
-"""The template bank, placed once per data set.
-
-IMRPhenomD templates (aligned spins, the same value chi on both components; non-spinning
-by default), made by lalsimulation in the frequency domain. Stochastic placement: draws
-from the generator's mass prior (each component uniform in 7-50 Msun) and, with
-``spin_max`` > 0, chi uniform in +-spin_max join the bank when no template already there
-matches them to ``min_match`` (max over time and phase, H1's PSD); the bank's size follows
-from ``min_match``. (A hexagonal lattice in the chirp times (tau0, tau3) was tried first:
-in this mass range the merger dominates and the lattice left heavy binaries with matches
-of 0.78 at 400 templates, against 0.955 for 319 placed stochastically.) The generator's
-precessing spins (up to 0.99) are not in the bank: that loss is the bank's fitting factor
-(:func:`fitting_factors`, ``--fitting-factors N``). Each template is its plus polarisation,
-merger (t = 0) at buffer index 0, its last ``TEMPLATE_SECONDS`` of inspiral wrapped to the
-end of an ``N_FFT`` = 1.5 x 4096 buffer: at every lag searched, the part of the template
-that falls before the data starts lands in the zero padding, never on data.
+"""The template bank, placed once per data set: IMRPhenomD templates (aligned spins; by
+default non-spinning) placed stochastically over the generator's mass prior to a minimum
+match, whitened and laid out for :mod:`infer.matched_filter.filter`. Why this placement and
+what the bank misses: docs/search.md, "Notes from the code".
 """
 
 from __future__ import annotations
@@ -356,7 +345,7 @@ def build_bank(
     :func:`place_templates` places for ``psd`` with ``placement`` (min_match, spin_max, seed).
 
     psd: (3, n_freq) one-sided noise PSD in 1/Hz on a grid from 0 to fs/2 (e.g. (3, 2049) from
-    :func:`training_psd`). Returns the :class:`Bank` on ``device``.
+    :func:`preprocess.psd.training_psd`). Returns the :class:`Bank` on ``device``.
     """
     psd = _check_psd(psd)
     if time_step not in (1, 2):

@@ -100,7 +100,7 @@ def run(
     stat = np.empty(len(index))
     filter_start = time.perf_counter()
     with progress_bar(total=len(index), desc=f"matched filter {split}", unit="sample",
-              disable=not progress, dynamic_ncols=True) as bar:
+                      disable=not progress, dynamic_ncols=True) as bar:
         for lo in range(0, len(index), batch_size):
             rows = range(lo, min(lo + batch_size, len(index)))
             x = np.stack([layout.load_sample(index.path(i)) for i in rows])
@@ -184,8 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = run(
             args.data, args.out, split=args.split, truth=args.truth, min_match=args.min_match,
             spin_max=args.spin_max, time_step=args.time_step, n_psd=args.n_psd,
-            device=args.device,
-            batch_size=args.batch_size, template_chunk=args.template_chunk,
+            device=args.device, batch_size=args.batch_size, template_chunk=args.template_chunk,
             n_fitting=args.fitting_factors, seed=args.seed, report=args.report,
             progress=not args.quiet,
         )

@@ -1,7 +1,8 @@
 """Filtering samples with the bank: per-detector SNR time series and the network statistic.
 
 The noise PSD is the average periodogram of the first ``n_psd`` target-0 training samples
-(:class:`preprocess.spectral.PSDAccumulator`, Tukey alpha of the default preprocess config),
+(:func:`preprocess.psd.training_psd`, which averages with
+:class:`preprocess.spectral.PSDAccumulator`; Tukey alpha of the default preprocess config),
 exactly stage one's whitening PSD. Each sample is Tukey(0.1)-windowed (the oracle's window:
 flat up to 1.9 s, the latest merger; stage one's 0.25 would taper it), zero-padded to
 ``N_FFT`` and correlated in the frequency domain with every template, per detector:

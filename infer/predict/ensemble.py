@@ -28,47 +28,40 @@ def combine(probs: np.ndarray, ensemble: str) -> np.ndarray:
     return combine_members(probs.mean(axis=1, dtype=np.float64), ensemble)
 
 
-def combine_members(p: np.ndarray, how: str, stack: "Stack | None" = None) -> np.ndarray:
-    """(n_members, N) probabilities -> (N,): their mean, mean rank in (0, 1], or the fitted
-    logistic ``stack`` (:func:`fit_stack`) applied to their logits."""
+def combine_members(p: np.ndarray, how: str) -> np.ndarray:
+    """(n_members, N) probabilities -> (N,): their mean, or mean rank in (0, 1]. (A stack is
+    applied to single models' logits, not to combined members: :func:`apply_stack`.)"""
     if how == "mean":
         return p.mean(axis=0)
     if how == "rank":
         n = p.shape[1]
         return np.mean([average_ranks(q) / n for q in p], axis=0)
-    if how == "stack":
-        if stack is None:
-            raise ValueError("ensemble=stack needs weights fitted on out-of-fold predictions")
-        return stack.apply(p)
-    raise ValueError(f"unknown ensemble {how!r}; expected mean, rank or stack")
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
-    return np.log(p) - np.log1p(-p)
+    raise ValueError(f"unknown ensemble {how!r}; expected mean or rank")
 
 
 @dataclass
 class Stack:
-    """A logistic regression over the members' logits: p = sigmoid(weights . logit(p_i) + bias),
-    fitted on out-of-fold predictions (``n_fit`` samples)."""
+    """A logistic regression over the members' logits: p = sigmoid(weights . z + bias), z the
+    members' logits for one sample, fitted on out-of-fold predictions (``n_fit`` samples): one
+    model of each member, one view, as :func:`apply_stack` applies it."""
 
     weights: np.ndarray  # (n_members,)
     bias: float
     n_fit: int
 
-    def apply(self, p: np.ndarray) -> np.ndarray:
-        return probability(self.weights @ _logit(p) + self.bias)
+    def apply(self, z: np.ndarray) -> np.ndarray:
+        """(n_members, N) logits -> (N,) probabilities."""
+        return probability(self.weights @ z + self.bias)
 
 
-def fit_stack(p: np.ndarray, target: np.ndarray, l2: float = 1e-3) -> Stack:
-    """Fit :class:`Stack` to (n_members, M) out-of-fold probabilities and (M,) 0/1 targets by
+def fit_stack(z: np.ndarray, target: np.ndarray, l2: float = 1e-3) -> Stack:
+    """Fit :class:`Stack` to (n_members, M) out-of-fold logits and (M,) 0/1 targets by
     minimising the mean logistic loss + ``l2`` * |weights|^2 (scipy's L-BFGS; the loss is convex,
     the gradient exact). Members are the runs of an ensemble: a handful of weights, so a few
     thousand out-of-fold samples fit them without overfitting."""
     from scipy.optimize import minimize
 
-    z = _logit(p)  # (k, M)
+    z = np.asarray(z, dtype=np.float64)  # (k, M)
     y = np.asarray(target, dtype=np.float64)
     k, m = z.shape
 
@@ -88,7 +81,7 @@ def fit_stack(p: np.ndarray, target: np.ndarray, l2: float = 1e-3) -> Stack:
 
 def read_member_oof(run: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """A run's out-of-fold predictions: ``RUN/oof.csv`` (every fold joined), else the
-    ``oof.csv`` of each fold directory found. (ids, target, probability)."""
+    ``oof.csv`` of each fold directory found. (ids, target, logit)."""
     joined = Path(run) / OOF_FILE
     files = [joined] if joined.is_file() else sorted(Path(run).glob(f"fold*/{OOF_FILE}"))
     if not files:
@@ -104,26 +97,52 @@ def read_member_oof(run: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def fit_member_stack(runs: list[Path], folds: list[Fold]) -> Stack:
-    """:func:`fit_stack` on the out-of-fold predictions that every run has, after checking that
-    the runs were trained on the same fold assignment (else an out-of-fold prediction of one
-    run may come from a model that trained on that sample in another)."""
+    """:func:`fit_stack` on the out-of-fold logits that every run has, after checking that the
+    runs were trained on the same fold assignment (else an out-of-fold prediction of one run
+    may come from a model that trained on that sample in another) and that every run brings
+    the same folds (the stack is applied fold by fold: :func:`apply_stack`)."""
     assign = {(f.card.n_folds, f.card.fold_seed) for f in folds}
     if len(assign) > 1:
-        raise MismatchError("ensemble=stack: the runs were trained on different fold "
+        raise MismatchError("members=stack: the runs were trained on different fold "
                             f"assignments (n_folds, fold_seed): {sorted(assign)}")
+    fold_sets = {m: sorted(f.card.fold for f in folds if f.member == m)
+                 for m in range(len(runs))}
+    if len({tuple(v) for v in fold_sets.values()}) > 1:
+        listed = "; ".join(f"{runs[m]}: {v}" for m, v in fold_sets.items())
+        raise MismatchError("members=stack applies the stack to each fold's models together, "
+                            f"so every run must bring the same folds ({listed})")
     oofs = [read_member_oof(r) for r in runs]
     common = set(oofs[0][0]).intersection(*(set(o[0]) for o in oofs[1:]))
     if len(common) < 50:  # a few weights, but not fitted on a handful of samples
-        raise InferError(f"ensemble=stack: the runs share only {len(common)} out-of-fold "
+        raise InferError(f"members=stack: the runs share only {len(common)} out-of-fold "
                          "samples; train the same folds of each run")
     order = sorted(common)
-    p, target = [], None
-    for ids, t, q in oofs:
+    z, target = [], None
+    for ids, t, logit in oofs:
         pos = {sid: i for i, sid in enumerate(ids)}
         rows = np.array([pos[sid] for sid in order])
-        p.append(q[rows])
+        z.append(logit[rows])
         if target is None:
             target = t[rows]
         elif not np.array_equal(target, t[rows]):
-            raise MismatchError("ensemble=stack: the runs' out-of-fold targets disagree")
-    return fit_stack(np.stack(p), target)
+            raise MismatchError("members=stack: the runs' out-of-fold targets disagree")
+    return fit_stack(np.stack(z), target)
+
+
+def apply_stack(stack: Stack, folds: list[Fold], logits: np.ndarray) -> np.ndarray:
+    """(n_folds, n_views, N) logits of every fold (``folds``, of several members) -> (N,).
+
+    The stack was fitted on out-of-fold predictions: one model of each member, one view. So
+    it is applied to exactly that, for each fold number and each TTA view: the members'
+    fold-k models' logits of that view; the probabilities are then averaged over folds and
+    views, as a single run's are (issue 17: applied to fold- and view-averaged probabilities
+    it was fitted on something else)."""
+    n_members = len(stack.weights)
+    rows: dict[int, dict[int, int]] = {}
+    for i, f in enumerate(folds):
+        rows.setdefault(f.card.fold, {})[f.member] = i
+    if any(len(by_member) != n_members for by_member in rows.values()):
+        raise MismatchError("members=stack: every run must bring the same folds")
+    out = [stack.apply(logits[[by_member[m] for m in range(n_members)], v])
+           for _, by_member in sorted(rows.items()) for v in range(logits.shape[1])]
+    return np.mean(out, axis=0)

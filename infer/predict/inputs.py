@@ -22,9 +22,7 @@ from data import layout
 from data import store as zstore
 from data.config import format_diff, from_dict
 from data.inputs.loader import StoreBlocks, plan_epoch, worker_share
-from data.rundir import (
-    CARD_FILE,
-)
+from data.rundir import CARD_FILE
 from infer.config import InferError
 from infer.predict.checkpoints import Fold, MismatchError
 from infer.predict.submission import INVALID_TARGET
@@ -35,7 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class InputSource:
-    """What :func:`predict` reads: blocks of this process's share, and every row's id."""
+    """What :func:`infer.predict.loop.predict` reads: blocks of this process's share, and every
+    row's id."""
 
     dataset: IterableDataset  # yields (x, ok, index) blocks; index PAD_INDEX = padding
     ids: list[str]  # every row, in input order
@@ -68,7 +67,7 @@ def store_inputs(path: str | Path, batch_size: int, rank: int = 0, world_size: i
     blocks = StoreBlocks(path, batch_size=batch_size, shuffle=False, rank=rank,
                          world_size=world_size, arrays=arrays)
     return InputSource(dataset=_StoreRows(blocks), ids=layout.int_to_id(g["ids"][:]), valid=valid,
-                  source=str(path), attrs=g.attrs.asdict(), arrays=tuple(arrays))
+                       source=str(path), attrs=g.attrs.asdict(), arrays=tuple(arrays))
 
 
 class RawStrain(IterableDataset):
@@ -112,8 +111,8 @@ def raw_inputs(root: str | Path, split: str, batch_size: int, rank: int = 0,
     if len(index) == 0:
         raise InferError(f"{root}: split {split} has no samples")
     return InputSource(dataset=RawStrain(index, batch_size, rank, world_size), ids=index.ids,
-                  valid=np.ones(len(index), dtype=bool), source=str(Path(root) / split),
-                  raw=True)
+                       valid=np.ones(len(index), dtype=bool), source=str(Path(root) / split),
+                       raw=True)
 
 
 def card_psd(fold: Fold) -> np.ndarray:
@@ -143,8 +142,8 @@ def build_transform(fold: Fold, psd: np.ndarray | None = None) -> torch.nn.Modul
     ``psd`` ((3, n_freq) float64, 1/Hz, on a grid from 0 to fs / 2) in its place (a search
     whitens long strain with the PSD of the data around each window).
 
-    :func:`load_fold` has checked that this code makes the recorded transform from the
-    recorded config, so the config alone rebuilds it.
+    :func:`infer.predict.checkpoints.load_fold` has checked that this code makes the recorded
+    transform from the recorded config, so the config alone rebuilds it.
     """
     from preprocess.transforms import Transform
 

@@ -18,7 +18,7 @@ from data.metrics import probability
 from data.progress import progress_bar
 from infer.config import InferConfig
 from infer.predict.checkpoints import Fold
-from infer.predict.ensemble import Stack, combine, combine_members
+from infer.predict.ensemble import Stack, apply_stack, combine, combine_members
 from infer.predict.inputs import InputSource
 from infer.predict.submission import INVALID_TARGET
 from infer.predict.tta import fold_views, tta_views
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Prediction:
     ids: list[str]  # in input (store or label-file) order
-    probs: np.ndarray  # (n_folds, n_views, N) float64 sigmoid of the float32 logits; NaN: unread
+    logits: np.ndarray  # (n_folds, n_views, N) float64 of the float32 logits; NaN: unread
+    probs: np.ndarray  # (n_folds, n_views, N) their sigmoid
     valid: np.ndarray  # (N,) bool
     target: np.ndarray  # (N,) float64: combined over the valid rows, INVALID_TARGET elsewhere
     views: list[tuple[str, ...]]
@@ -49,7 +50,8 @@ def predict(
     """Predict every row of ``inputs`` with every fold and TTA view; complete on every process.
 
     Folds of one run (``Fold.member``) are combined by ``cfg.ensemble``; several runs by
-    ``cfg.members`` (``stack``: the weights :func:`fit_member_stack` fitted).
+    ``cfg.members`` (``stack``: the weights :func:`~infer.predict.ensemble.fit_member_stack`
+    fitted, applied by :func:`~infer.predict.ensemble.apply_stack`).
 
     ``transform`` (whiten + CQT, :func:`build_transform`) is required for raw inputs and runs
     on the accelerator's device; its float32 images are rounded to float16 like the store's
@@ -69,7 +71,7 @@ def predict(
         # float64 where it must), placed on the accelerator's device once.
         transform = transform.to(accelerator.device).eval()
 
-    probs = np.full((len(folds), len(views), n), np.nan, dtype=np.float64)
+    all_logits = np.full((len(folds), len(views), n), np.nan, dtype=np.float64)
     valid = inputs.valid.copy()
     seen = np.zeros(n, dtype=bool)
     bar = progress_bar(total=int(valid.sum()), desc="infer", unit="sample", dynamic_ncols=True,
@@ -99,8 +101,7 @@ def predict(
             logits, ok, index = accelerator.gather((logits, ok.to(torch.uint8), index))
             keep = index >= 0
             rows = index[keep].cpu().numpy()
-            p = probability(logits[keep].cpu().numpy())
-            probs[:, :, rows] = p.transpose(1, 2, 0)
+            all_logits[:, :, rows] = logits[keep].cpu().numpy().transpose(1, 2, 0)
             valid[rows] &= ok[keep].cpu().numpy().astype(bool)
             seen[rows] = True
             bar.update(rows.size)
@@ -108,6 +109,7 @@ def predict(
     missing = inputs.valid & ~seen
     if missing.any():
         raise RuntimeError(f"{int(missing.sum())} of {n} samples were not predicted")
+    probs = probability(all_logits)
     target = np.full(n, INVALID_TARGET, dtype=np.float64)
     n_members = max(f.member for f in folds) + 1
     members = np.full((n_members, n), INVALID_TARGET, dtype=np.float64)
@@ -115,12 +117,19 @@ def predict(
         for m in range(n_members):
             mine = [i for i, f in enumerate(folds) if f.member == m]
             members[m, valid] = combine(probs[mine][:, :, valid], cfg.ensemble)
-        target[valid] = (members[0, valid] if n_members == 1
-                         else combine_members(members[:, valid], cfg.members, stack))
+        if n_members == 1:
+            target[valid] = members[0, valid]
+        elif cfg.members == "stack":
+            if stack is None:
+                raise ValueError("members=stack needs weights fitted on out-of-fold predictions")
+            target[valid] = apply_stack(stack, folds, all_logits[:, :, valid])
+        else:
+            target[valid] = combine_members(members[:, valid], cfg.members)
     if (~valid).any() and accelerator.is_main_process:
         bad = [inputs.ids[i] for i in np.flatnonzero(~valid)[:5]]
         log.warning("%d invalid sample(s) predicted %s (skipped as bad input): %s%s",
                     int((~valid).sum()), INVALID_TARGET, ", ".join(bad),
                     " ..." if (~valid).sum() > 5 else "")
-    return Prediction(ids=list(inputs.ids), probs=probs, valid=valid, target=target,
+    return Prediction(ids=list(inputs.ids), logits=all_logits, probs=probs, valid=valid,
+                      target=target,
                       views=views, folds=[f.name for f in folds], members=members)

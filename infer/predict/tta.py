@@ -10,9 +10,7 @@ import torch
 
 from data.inputs import views
 from data.inputs.images import model_input
-from data.rundir import (
-    ModelCard,
-)
+from data.rundir import ModelCard
 from infer.predict.checkpoints import Fold
 
 
@@ -23,9 +21,9 @@ def tta_views(tta: list[str]) -> list[tuple[str, ...]]:
 
 def apply_view(x: torch.Tensor, view: tuple[str, ...], shift: int) -> torch.Tensor:
     """One TTA view of model input, where training augments too: images (B, 3, H, W) after
-    :func:`data.inputs.images.model_input`, or whitened strain (B, 3, T). The ops are
-    :mod:`data.inputs.views`', which training's augmentations apply: "swap" exchanges the H1 and L1
-    rows, "shift" rolls the time axis by ``shift`` (circularly; columns of an image, samples
+    :func:`data.inputs.images.model_input`, or whitened strain (B, 3, T). The ops are those of
+    :mod:`data.inputs.views`, which training's augmentations apply: "swap" exchanges the H1 and
+    L1 rows, "shift" rolls the time axis by ``shift`` (circularly; columns of an image, samples
     of strain), "flip" negates strain. An image's "flip" view is the image itself:
     |CQT(-x)| = |CQT(x)|, so a mixed ensemble can ask for it."""
     if "flip" in view and x.ndim == 3:

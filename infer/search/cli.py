@@ -14,10 +14,7 @@ from data.cli import cli_errors
 from data.config import ConfigError, config_help, load_config
 from data.layout import DETECTORS
 from infer.config import InferError
-from infer.search.config import (
-    SearchConfig,
-    SearchError,
-)
+from infer.search.config import SearchConfig, SearchError
 from infer.search.outputs import format_summary
 from infer.search.pipeline import run
 from infer.search.strain import StrainError

@@ -74,11 +74,12 @@ class SearchConfig:
     transform_thread: bool = False
     psd: SearchPSDConfig = field(default_factory=SearchPSDConfig)
     cluster: float = 2.0  # s: a trigger is the loudest window within +-cluster of itself
-    # A trigger's time (infer.search's docstring): "onset": the start of the earliest window
-    # of its peak (the run of windows up to the loudest scoring at least half as much) +
-    # trigger_offset, default where the flat part of the model's Tukey window ends (1.75 s
-    # for alpha 0.25): the first window that sees the merger; "loudest": the loudest window's
-    # start + trigger_offset, default 1.6 s (the middle of data.sim.samples's merger prior).
+    # A trigger's time (docs/search.md, Notes from the code, step 7): "onset": the start of the
+    # earliest window of its peak (the run of windows up to the loudest scoring at least half as
+    # much) + trigger_offset, default where the flat part of the model's Tukey window ends
+    # (1.75 s for alpha 0.25): the first window that sees the merger; "loudest": the loudest
+    # window's start + trigger_offset, default 1.6 s (the middle of data.sim.samples's merger
+    # prior).
     trigger_time: Literal["onset", "loudest"] = "onset"
     trigger_offset: float | None = None  # s; null: trigger_time's default
     # Background: slides k = 1..slides; slide_detectors[i] is shifted by (i + 1) * k * slide_step

@@ -23,7 +23,8 @@ from infer.search.triggers import Triggers
 
 def source_windows(ws: WindowScores, k: int, cfg: SearchConfig) -> np.ndarray:
     """(3, grid.n) grid index of the window each detector's row of slide ``k``'s windows comes
-    from (:func:`slide_rows` ring by ring); -1 where slide ``k`` has no window."""
+    from (:func:`infer.search.grid.slide_rows` ring by ring); -1 where slide ``k`` has no
+    window."""
     m = whole_multiple(cfg.slide_step, ws.grid.stride_s, "slide_step", "stride")
     slid = [DETECTORS.index(d) for d in cfg.slide_detectors]
     src = np.full((len(DETECTORS), ws.grid.n), -1, dtype=np.int64)

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infer.search.config import (
-    SearchConfig,
-)
+from infer.search.config import SearchConfig
 from infer.search.triggers import Triggers
 
 

@@ -85,7 +85,8 @@ def check_length(strain: Strain, n_time: int, cfg: SearchConfig) -> None:
 def run(runs: str | Path | None, strain: list[str], out: str | Path, cfg: SearchConfig,
         injections: str | Path | None = None, rescore: bool = False, accelerator=None,
         progress: bool = True) -> dict:
-    """The whole search (module docstring); returns the summary written to summary.json."""
+    """The whole search (docs/search.md, Notes from the code); returns the summary written to
+    summary.json."""
     from accelerate import Accelerator
 
     start = time.perf_counter()
@@ -189,7 +190,7 @@ def run(runs: str | Path | None, strain: list[str], out: str | Path, cfg: Search
             if ws.seconds.get("model_slides") else None,
         },
         "files": {n: str(out / n) for n in ("triggers.csv", "background.csv", "timeline.png",
-                                             WINDOWS_FILE, CONFIG_FILE)},
+                                            WINDOWS_FILE, CONFIG_FILE)},
     }
     if found is not None:
         n_an = int(found["analysed"].sum())

@@ -128,8 +128,8 @@ def _sync(device: torch.device) -> None:
 def score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, accelerator=None,
                   progress: bool = True) -> WindowScores:
     """Transform every clean window of ``strain`` once and score it at zero lag and in every
-    slide (see the module docstring). ``strain`` must be at the models' rate. On a CPU, torch
-    runs ``cfg.threads`` threads meanwhile."""
+    slide (docs/search.md, Notes from the code, steps 4-6). ``strain`` must be at the models'
+    rate. On a CPU, torch runs ``cfg.threads`` threads meanwhile."""
     from accelerate import Accelerator
 
     accelerator = accelerator or Accelerator()

@@ -1,26 +1,7 @@
 """Long strain for the search: H1, L1 and V1 read from GWF or HDF5 files with gwpy, resampled to
-the model's rate and laid on one sample grid over the span the three share.
-
-Files (each ``--strain IFO=PATH``; PATH is a file, several separated by commas, or a glob):
-
-- ``*.gwf``: frames, read with ``TimeSeries.read(path, channel)`` (lalframe). The channel is
-  ``--channel IFO=NAME``, else the file's only channel named ``IFO:...``.
-- ``*.hdf5`` / ``*.h5`` / ``*.hdf``: a GWOSC file (``strain/Strain``, read with gwpy's
-  ``hdf5.gwosc`` format; its channel is checked against ``--channel`` when one is given) or a
-  gwpy HDF5 file (one dataset per channel, ``TimeSeries.read(path, path=NAME, format="hdf5")``;
-  the dataset is ``--channel IFO=NAME``, else the file's only ``IFO:...`` dataset, else its only
-  dataset).
-
-A detector's files are sorted by start time and joined where they abut; a gap between files is
-missing data; overlapping files are an error. Each contiguous piece at a rate above the
-model's is resampled with gwpy's ``TimeSeries.resample`` (an integer factor: scipy's zero-phase
-FIR ``decimate``, whose edge effects reach ~10 output samples, 5 ms, into each piece); a rate
-that is not an integer multiple of the model's is an error. Non-finite samples stay NaN (and
-decimation spreads a NaN over the filter's 20 * factor taps).
-
-The result, :class:`Strain`, is dense: (3, n) float64 from the latest start to the earliest end
-of the three detectors, NaN where a detector has no data. Memory: 3 x 8 bytes per sample,
-~180 MB per hour at 2048 Hz (plus gwpy's copies while reading).
+the model's rate and laid on one sample grid over the span the three share (:class:`Strain`:
+(3, n) float64, NaN where a detector has no data). Which files it reads, how it joins and
+resamples them, and its memory: docs/search.md, "Notes from the code".
 """
 
 from __future__ import annotations
@@ -115,8 +96,17 @@ def _pick(ifo: str, path: Path, names: list[str], what: str) -> str:
 
 
 def read_file(ifo: str, path: Path, channel: str | None = None):
-    """One file's strain for detector ``ifo`` as a gwpy TimeSeries (see the module docstring
-    for how the channel is chosen). StrainError names the file and the cause."""
+    """One file's strain for detector ``ifo`` as a gwpy TimeSeries. StrainError names the file
+    and the cause. ``channel`` is ``--channel IFO=NAME``, or None:
+
+    - ``*.gwf``: frames, read with ``TimeSeries.read(path, channel)`` (lalframe). The channel is
+      ``--channel IFO=NAME``, else the file's only channel named ``IFO:...``.
+    - ``*.hdf5`` / ``*.h5`` / ``*.hdf``: a GWOSC file (``strain/Strain``, read with gwpy's
+      ``hdf5.gwosc`` format; its channel is checked against ``--channel`` when one is given) or
+      a gwpy HDF5 file (one dataset per channel, ``TimeSeries.read(path, path=NAME,
+      format="hdf5")``; the dataset is ``--channel IFO=NAME``, else the file's only
+      ``IFO:...`` dataset, else its only dataset).
+    """
     from gwpy.timeseries import TimeSeries
 
     suffix = path.suffix.lower()

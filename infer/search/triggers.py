@@ -63,7 +63,7 @@ def trigger_times(ws: WindowScores, k: int, idx: np.ndarray, cfg: SearchConfig,
 def find_triggers(ws: WindowScores, cfg: SearchConfig,
                   offset: float) -> tuple[Triggers, Triggers]:
     """(zero-lag triggers, background triggers of every slide), each clustered on its own;
-    ``offset``: :meth:`infer.config.SearchConfig.offset`."""
+    ``offset``: :meth:`infer.search.config.SearchConfig.offset`."""
     radius = max(1, round(cfg.cluster / ws.grid.stride_s))
     found = []
     for k in range(ws.scores.shape[0]):

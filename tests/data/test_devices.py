@@ -108,9 +108,10 @@ def _old_torch_backends() -> SimpleNamespace:
 
 
 def _new_torch_backends() -> SimpleNamespace:
-    """torch.backends as torch >= 2.9 has it."""
+    """torch.backends as torch >= 2.9 has it: both APIs."""
     return SimpleNamespace(
-        cudnn=SimpleNamespace(conv=SimpleNamespace(fp32_precision="tf32"), allow_tf32=True),
+        cudnn=SimpleNamespace(conv=SimpleNamespace(fp32_precision="tf32"),
+                              rnn=SimpleNamespace(fp32_precision="tf32"), allow_tf32=True),
         cuda=SimpleNamespace(matmul=SimpleNamespace(fp32_precision="none", allow_tf32=True)))
 
 
@@ -121,12 +122,15 @@ def test_ieee_fp32_on_old_torch_turns_tf32_off_and_back():
     assert b.cudnn.allow_tf32 is True and b.cuda.matmul.allow_tf32 is True
 
 
-def test_ieee_fp32_on_new_torch_sets_fp32_precision_only():
+def test_ieee_fp32_on_new_torch_sets_both_apis_and_restores_them():
     b = _new_torch_backends()
     with devices.ieee_fp32(b):
-        assert (b.cudnn.conv.fp32_precision, b.cuda.matmul.fp32_precision) == ("ieee", "ieee")
-        assert b.cudnn.allow_tf32 is True  # the deprecated flags are left alone
-    assert (b.cudnn.conv.fp32_precision, b.cuda.matmul.fp32_precision) == ("tf32", "none")
+        assert (b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision,
+                b.cuda.matmul.fp32_precision) == ("ieee", "ieee", "ieee")
+        assert b.cudnn.allow_tf32 is False and b.cuda.matmul.allow_tf32 is False
+    assert (b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision,
+            b.cuda.matmul.fp32_precision) == ("tf32", "tf32", "none")
+    assert b.cudnn.allow_tf32 is True and b.cuda.matmul.allow_tf32 is True
 
 
 def test_ieee_fp32_restores_after_an_exception():
@@ -170,3 +174,60 @@ def test_free_port_can_be_bound():
     assert 0 < port < 65536
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+@pytest.fixture
+def torch_fp32_flags():
+    """This process's real TF32 flags (settable without a GPU), restored after the test."""
+    b = torch.backends
+    leaves = [b.cudnn.conv, b.cudnn.rnn, b.cuda.matmul, b.mkldnn.matmul, b.mkldnn.conv,
+              b.mkldnn.rnn]
+    saved = ([o.fp32_precision for o in leaves] if hasattr(b.cudnn.conv, "fp32_precision")
+             else None)
+    legacy = (b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32)
+    yield
+    b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32 = legacy
+    if saved is not None:
+        for o, v in zip(leaves, saved):
+            o.fp32_precision = v
+
+
+@pytest.mark.parametrize("before", ["default", "matmul_precision_high", "legacy_tf32_on",
+                                    "new_api_conv_only"])
+def test_ieee_fp32_keeps_torchs_two_tf32_apis_consistent(before, torch_fp32_flags):
+    """Issue 17: setting only the new per-operator flags left torch >= 2.9 with a mix of the
+    legacy and new APIs, and reading torch.backends.cudnn.allow_tf32 then raised RuntimeError
+    (as code checking "is TF32 on?" does). Whatever was set before, inside the block both APIs
+    read IEEE float32 without an error, and afterwards everything reads as before."""
+    b = torch.backends
+    if not hasattr(b.cudnn.conv, "fp32_precision"):
+        pytest.skip("this torch has the legacy allow_tf32 flags only")
+    if before == "matmul_precision_high":
+        torch.set_float32_matmul_precision("high")
+    elif before == "legacy_tf32_on":
+        b.cudnn.allow_tf32 = True
+        b.cuda.matmul.allow_tf32 = True
+    elif before == "new_api_conv_only":
+        b.cudnn.conv.fp32_precision = "tf32"
+
+    def snapshot():
+        flags = [b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision,
+                 b.cuda.matmul.fp32_precision, b.mkldnn.matmul.fp32_precision]
+        try:
+            flags.append(torch.get_float32_matmul_precision())
+        except RuntimeError:
+            flags.append("unreadable")
+        for obj in (b.cudnn, b.cuda.matmul):
+            try:
+                flags.append(obj.allow_tf32)
+            except RuntimeError:
+                flags.append("unreadable")
+        return flags
+
+    outside = snapshot()
+    with devices.ieee_fp32():
+        assert b.cudnn.allow_tf32 is False and b.cuda.matmul.allow_tf32 is False
+        assert [b.cudnn.conv.fp32_precision, b.cudnn.rnn.fp32_precision,
+                b.cuda.matmul.fp32_precision] == ["ieee"] * 3
+        assert torch.get_float32_matmul_precision() == "highest"
+    assert snapshot() == outside

@@ -60,7 +60,7 @@ def make_store(tmp_path):
 
 
 def _write_fold(fold_dir, seed=0, model_name="test_efficientnet", transform=None, config=None,
-               image_size=None, channel_stats=None, **card_fields):
+                image_size=None, channel_stats=None, **card_fields):
     """One fold directory: random weights (seeded) and their model card, via
     :func:`data.rundir.write_fold`. ``card_fields`` override any other card field."""
     import timm

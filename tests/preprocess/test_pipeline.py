@@ -121,7 +121,7 @@ def test_end_to_end(dataset, reference_cache, make_config):
                    "lowpass": cfg.whiten.lowpass, "ramp": cfg.whiten.ramp,
                    "n_psd": cfg.whiten.n_psd},
         "cqt": {k: getattr(cfg.cqt, k) for k in ("fmin", "fmax", "hop_length",
-                                                  "bins_per_octave", "filter_scale", "window")},
+                                                 "bins_per_octave", "filter_scale", "window")},
         "psd_sha256": hashlib.sha256(psd.astype("<f8").tobytes()).hexdigest(),
     }
     assert train.attrs["transform"] == transform
@@ -222,6 +222,22 @@ def test_two_processes_equal_one(dataset, reference_cache, tmp_path, small_args,
                     *small_args, env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "device cpu, 2 process(es)" in result.stderr
+    for split in ("train", "test"):
+        assert_identical(cache / f"{split}.zarr", reference_cache[0] / f"{split}.zarr")
+
+
+@pytest.mark.timeout(300)
+def test_two_machines_equal_one(dataset, reference_cache, tmp_path, small_args,
+                                launch_machines):
+    """Issue 17: two "machines" (two launchers on localhost, --num_machines 2 --machine_rank
+    0/1, one process each, gloo) writing one cache, as a cluster with a shared filesystem
+    does: byte-identical to the one-process reference."""
+    cache = tmp_path / "cache"
+    results = launch_machines(2, "preprocess", "--data", str(dataset), "--out", str(cache),
+                              "--no-progress", *small_args)
+    for r in results:
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert "device cpu, 2 process(es)" in results[0].stderr
     for split in ("train", "test"):
         assert_identical(cache / f"{split}.zarr", reference_cache[0] / f"{split}.zarr")
 
@@ -402,8 +418,8 @@ REASONS = {
 
 @pytest.mark.parametrize("kind", list(REASONS))
 def test_bad_sample_stops_with_its_name_and_the_store_resumes(kind, dataset, data_copy,
-                                                             cache_with_train, make_config,
-                                                             reference_cache):
+                                                              cache_with_train, make_config,
+                                                              reference_cache):
     bad_id = damage(data_copy, kind)
     with pytest.raises(BadSample, match=rf"{bad_id}\.npy: {REASONS[kind]}"):
         pipeline.run(data_copy, cache_with_train, make_config(), splits=("test",), progress=False)
@@ -500,7 +516,7 @@ def test_an_accelerator_made_after_preprocessing_gets_the_accelerator(
 
 @pytest.mark.timeout(240)
 def test_a_bad_sample_on_one_process_stops_every_process(data_copy, tmp_path, small_args,
-                                                        launch):
+                                                         launch):
     """Issue 17: a bad file in a chunk of process 1 (of 2) used to stop process 1 alone; process
     0 went on with its share and then waited at the barrier until the launcher killed it.
     Now process 1 tells the others (the abort file), every process stops after its current

@@ -16,8 +16,10 @@ from preprocess.transforms import CQT, IMPLS, Transform, Whiten
 FS = SAMPLE_RATE
 
 # The presets, loaded from configs/preprocess/*.yaml; "baseline" is the default with the
-# public Nakama CQT baseline's 12 bins per octave. Shapes are (3, n_bins, n_frames): what the
-# README states for each preset.
+# public Nakama CQT baseline's 12 bins per octave. Shapes are (3, n_bins, n_frames): what
+# docs/preprocessing.md states for each preset.
+
+
 def _preset(name, *overrides):
     cfg = load_preset(name, list(overrides))
     return cfg.whiten, cfg.cqt

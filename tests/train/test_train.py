@@ -371,6 +371,22 @@ def test_two_processes(single, train_store, tmp_path, launch):
 
 
 @pytest.mark.timeout(300)
+def test_two_machines_train_one_fold(train_store, tmp_path, launch_machines):
+    """Issue 17: two "machines" (two launchers on localhost, --num_machines 2, one process
+    each, gloo) train one fold into one run directory: every validation sample's out-of-fold
+    prediction exactly once, and a checkpoint holds both processes' RNG states."""
+    results = launch_machines(2, "train", *SMALL, f"store={train_store}", f"out={tmp_path}",
+                              "name=mm", "epochs=2", "progress=false")
+    for r in results:
+        assert r.returncode == 0, r.stderr[-4000:]
+    assert "on 2 process(es)" in results[0].stderr
+    fold = tmp_path / "mm" / "fold0"
+    ids = [line.split(",")[0] for line in (fold / "oof.csv").read_text().splitlines()[1:]]
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(_val_ids(train_store, 4, 0))
+    assert len(list((fold / "checkpoints").glob("checkpoint_*/random_states_1.pkl"))) >= 1
+
+
+@pytest.mark.timeout(300)
 def test_waves_model_learns_in_two_processes(waves_store, tmp_path, launch):
     """The 1D CNN on the waves array: 2 processes (gloo), every validation sample once, a
     high AUC, and a model card that says it reads waves with identity statistics."""
@@ -457,3 +473,36 @@ def test_nan_loss_on_one_rank_stops_every_rank(train_store, tmp_path, launch):
     assert rank0 is not None and rank0.group(1) == "1", proc.stderr[-3000:]
     fold = tmp_path / "nan" / "fold0"
     assert not (fold / "best.safetensors").exists() and not list(fold.glob("checkpoints/*"))
+
+
+@pytest.mark.timeout(900)
+def test_compile_bf16_grad_accum_train_and_resume(waves_store, tmp_path, launch):
+    """Issue 17: compile=true, bf16 autocast and a resume with gradient accumulation had no
+    test. One process (accelerate launch --mixed_precision bf16; bf16 autocast runs on the
+    CPU too), compile=true (torch.compile after Accelerate's wrapping), grad_accum=2, a
+    checkpoint every 2 updates; then resume=auto for a second epoch. The run resumes from the
+    first epoch's last checkpoint, trains the 1D CNN to a high AUC, and the card says waves."""
+    args = [*SMALL, *WAVES, "model.name=g2net_1d_tiny", f"store={waves_store}",
+            f"out={tmp_path}", "name=c", "compile=true", "grad_accum=2",
+            "checkpoint_every_steps=2", "lr=3e-3", "progress=false"]
+    bf16 = ("--mixed_precision", "bf16")
+    first = launch(1, "train", *args, "epochs=1", launch_args=bf16, timeout=420)
+    assert first.returncode == 0, first.stderr[-4000:]
+    second = launch(1, "train", *args, "epochs=2", "resume=auto", launch_args=bf16,
+                    timeout=420)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "resumed from" in second.stderr and "epoch 2," in second.stderr
+    assert "(cpu, bf16)" in second.stderr
+    card = read_card(tmp_path / "c" / "fold0")
+    assert card.input == "waves" and card.best_auc >= 0.9, card.best_auc
+
+
+@pytest.mark.timeout(300)
+def test_deterministic_training_runs_and_changes_nothing_on_the_cpu(train_store, tmp_path):
+    """deterministic=true (what exact resume needs on a GPU) must not refuse any operation
+    the training uses; on the CPU, deterministic already, the weights are the same as without."""
+    args = [*SMALL, f"store={train_store}", f"out={tmp_path}", "epochs=1", "progress=false"]
+    _run(*args, "name=plain")
+    _run(*args, "name=det", "deterministic=true")
+    a, b = (_weights(tmp_path / n / "fold0" / "best.safetensors") for n in ("plain", "det"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

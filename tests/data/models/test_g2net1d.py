@@ -32,7 +32,8 @@ def _n_params(model: nn.Module) -> int:
 
 
 def _v3_params_by_hand(n: int, hidden: int = 256) -> int:
-    """Parameters of g2net_1d_v3 at width n, counted from the design (module docstring)."""
+    """Parameters of g2net_1d_v3 at width n, counted from the design (docs/training.md,
+    Notes from the code)."""
     bn = 2  # per channel: weight, bias
     gem = 1
 

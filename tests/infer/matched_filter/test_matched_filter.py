@@ -131,8 +131,8 @@ def test_cli_writes_a_submission_and_scores_it(tiny_set, tmp_path, capsys, monke
     out = tmp_path / "mf.csv"
     report = tmp_path / "mf.json"
     assert main(["--data", str(tiny_set), "--out", str(out), "--truth",
-                    str(tiny_set / "truth.csv"), "--min-match", "0.6", "--device", "cpu",
-                    "--quiet", "--batch-size", "4", "--report", str(report)]) is None
+                 str(tiny_set / "truth.csv"), "--min-match", "0.6", "--device", "cpu",
+                 "--quiet", "--batch-size", "4", "--report", str(report)]) is None
     summary = json.loads(report.read_text())
     ids, target = layout.read_labels(out)
     want, _ = layout.read_labels(tiny_set / "sample_submission.csv")
@@ -153,7 +153,7 @@ def test_cli_errors_name_the_bad_input(tiny_set, tmp_path, capsys, monkeypatch):
 
     with pytest.raises(SystemExit) as e:
         main(["--data", str(tiny_set), "--out", str(tmp_path / "a.csv"), "--quiet",
-                 "--min-match", "1.5"])
+              "--min-match", "1.5"])
     assert e.value.code == 2
     assert "min_match" in capsys.readouterr().err
 

@@ -384,7 +384,7 @@ def test_slides_score_shifted_data_and_never_zero_lag(main_run, trained, strain,
     for k_slide, win in ((0, 100), (0, 300), (1, 150), (3, 20), (2, w - 3)):
         rows = [(win - i * k_slide * 4) % w + a for i in range(3)]  # H1, L1, V1 windows
         fold, images = _brute_force_image_rows(trained, s.data, [r * stride for r in rows],
-                                                [psd_at(r) for r in rows])
+                                               [psd_at(r) for r in rows])
         slid = torch.stack([images[d, d] for d in range(3)])[None]
         p = _model_probability(fold, slid)[0]
         # Equal up to float32 rounding (batches of another size; a float16 rounding flips).
