@@ -213,10 +213,16 @@ def stage_one_shared(work: Path, device: str, n_proc: int) -> str:
                   env={} if device != "cpu" else {"CUDA_VISIBLE_DEVICES": ""})
     ok(proc)
     a, b = _images(cache), _images(work / "cache")
-    if not np.array_equal(a, b):
+    if np.array_equal(a, b):
+        return f"{n_proc} processes on {device}: byte-identical to one process"
+    # On the CPU the processes must be byte-identical (the suite tests it); a GPU may sum in
+    # another order from one launch to the next: within float16 rounding is what stage one
+    # promises there, and the figure says how far.
+    diff = float(np.abs(a - b).max() / np.abs(b).max())
+    if device == "cpu" or diff > 2e-3:
         raise RuntimeError(f"{n_proc}-process store differs from the 1-process store by "
-                           f"{float(np.abs(a - b).max()):.2e}")
-    return f"{n_proc} processes on {device}: the same store as one process"
+                           f"{diff:.2e} of the peak")
+    return f"{n_proc} processes on {device}: within {diff:.1e} of one process (not bitwise)"
 
 
 def train_epoch(work: Path, config: str, name: str, compile_: bool, mixed: str,
