@@ -200,33 +200,41 @@ def _run_split(
         log.info("%s: resuming, %d of %d chunks already done", path.name, int(done.sum()), nc)
 
     psd = zstore.read_psd(g) if split == "train" else train_psd
-    from preprocess.transforms import Transform
-
-    transform = Transform.from_config(cfg.whiten, cfg.cqt, psd).to(device).eval()
-    if tuple(g["images"].shape[1:]) != tuple(transform.image_shape):
-        raise StoreError(f"{path}: images of shape {g['images'].shape[1:]}, the transform makes "
-                         f"{transform.image_shape}; re-run with --overwrite")
     mine = [c for c in range(nc) if c % state.num_processes == state.process_index and not done[c]]
     n_mine = sum(_chunk_len(c, len(index), cfg) for c in mine)
     compute_start = time.perf_counter()
     abort = out / ABORT_FILE
-    failure = None
+    failure, stopped = None, False
     try:
+        from preprocess.transforms import Transform
+
+        # Inside the exchange: a process that cannot build its transform (CUDA out of memory
+        # on a GPU shared by several) fails like one that meets a bad file.
+        transform = Transform.from_config(cfg.whiten, cfg.cqt, psd).to(device).eval()
+        if tuple(g["images"].shape[1:]) != tuple(transform.image_shape):
+            raise StoreError(f"{path}: images of shape {g['images'].shape[1:]}, the transform "
+                             f"makes {transform.image_shape}; re-run with --overwrite")
         with progress_bar(total=n_mine, desc=split, unit="sample", dynamic_ncols=True,
                           disable=not (progress and state.is_main_process)) as bar:
             waits = _process_chunks(g, index, mine, transform, device, cfg, bar,
                                     stop=abort.exists if state.num_processes > 1 else None)
     except _Stopped:
-        pass  # another process failed; the exchange below says which
+        stopped = True  # another process failed; the exchange below says which
     except Exception as e:
         if state.num_processes == 1:
             raise
         # Tell the others now: they stop after their current chunk, on every machine that
         # shares the cache directory, instead of finishing their share and then waiting.
         failure = e
-        abort.write_text(f"process {state.process_index}: {_verdict(e)[1]}\n")
+        try:
+            abort.write_text(f"process {state.process_index}: {_verdict(e)[1]}\n")
+        except OSError:
+            pass  # a full disk: the exchange below still reports the original error
     if state.num_processes > 1:
         _exchange_failures(state, failure, abort)
+    if stopped:  # an abort file, yet nobody failed: a stale one (a shared filesystem's cache)
+        raise RankError(f"{abort} appeared but no process reported a failure; delete it and "
+                        "re-run: the run resumes")
     compute_seconds = time.perf_counter() - compute_start
     state.wait_for_everyone()
     n_invalid = _on_main(state, lambda: _finalize(g, path, split, out))

@@ -230,12 +230,13 @@ def train_fold(cfg: TrainConfig) -> dict:
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(net, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, optimizer = accelerator.prepare(net, optimizer)
+    prepared, optimizer = accelerator.prepare(net, optimizer)
+    model = prepared
     if cfg.compile:
         # After DDP's wrapping, as Accelerate's own dynamo plugin does: dynamo's DDPOptimizer
         # then splits the graph at DDP's gradient buckets, so communication still overlaps the
         # backward pass (compiled first, DDP sees one opaque module and all-reduces at the end).
-        model = torch.compile(model)
+        model = torch.compile(prepared)
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     ema = (ModelEmaV3(unwrapped, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup,
                       warmup_power=3 / 4) if cfg.ema else None)
@@ -271,8 +272,10 @@ def train_fold(cfg: TrainConfig) -> dict:
     train_loader = device_loader(train_ds, accelerator, cfg.loader.num_workers)
     val_loader = device_loader(val_ds, accelerator, cfg.loader.num_workers)
     # Uncompiled: eval mode (BatchNorm, dropout) would make the compiled graph recompile at
-    # every switch; evaluation is a small share of the work. No DDP wrapper needed: no grads.
-    eval_model = ema.module if ema is not None else unwrapped
+    # every switch; evaluation is a small share of the work. Still DDP-wrapped: its forward
+    # broadcasts rank 0's buffers (BatchNorm statistics), so every rank predicts its share of
+    # the validation set with the statistics best.safetensors will hold.
+    eval_model = ema.module if ema is not None else prepared
     ids = np.asarray(g["ids"][:])
     log.info(
         "fold %d/%d: %d train, %d validation samples; %s on %s %s on %d process(es) (%s, %s); "

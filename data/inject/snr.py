@@ -37,7 +37,10 @@ def rescale(signal: torch.Tensor, psd: torch.Tensor, network_snr: torch.Tensor,
     """``signal`` scaled to the network optimal SNR ``network_snr`` (B,), and the
     per-detector SNRs (B, n_det) after scaling."""
     rho = optimal_snr(signal, psd, sample_rate)
-    scale = network_snr.to(torch.float64) / torch.sqrt(torch.sum(rho**2, dim=-1))
+    network = torch.sqrt(torch.sum(rho**2, dim=-1))
+    if not bool((network > 0).all()):
+        raise ValueError("rescale: a signal with no power in the band has no SNR to scale")
+    scale = network_snr.to(torch.float64) / network
     return signal * scale[:, None, None].to(signal.dtype), rho * scale[:, None]
 
 
@@ -79,8 +82,10 @@ class SNRPrior:
         if not lo_ok[kind](params):
             raise ValueError(f"bad SNR spec {spec!r}: {cls.FORMS[kind]} with 0 <= LO < HI, "
                              "SIGMA > 0, MIN >= 0, X >= 0")
-        if curriculum_start is not None and (kind == "fixed" or curriculum_steps < 1):
-            raise ValueError("an SNR curriculum needs a range (not fixed:) and steps >= 1")
+        if curriculum_start is not None and (kind == "fixed" or curriculum_steps < 1
+                                             or not curriculum_start > 0):
+            raise ValueError("an SNR curriculum needs a range (not fixed:), a start > 0 and "
+                             "steps >= 1")
         return cls(kind, params, curriculum_start, curriculum_steps)
 
     def lower_bound(self, step: int = 0) -> float:

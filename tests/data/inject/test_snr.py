@@ -64,3 +64,11 @@ def test_curriculum_lowers_the_bound_over_the_steps():
 def test_bad_specs_are_refused(spec):
     with pytest.raises(ValueError, match="bad SNR spec"):
         SNRPrior.parse(spec)
+
+
+def test_a_curriculum_must_start_above_zero_and_a_silent_signal_has_no_snr():
+    with pytest.raises(ValueError, match="start > 0"):
+        SNRPrior.parse("power-law:-3,4,100", curriculum_start=0, curriculum_steps=10)
+    psd = torch.from_numpy(physics.noise_psd().copy())
+    with pytest.raises(ValueError, match="no power"):
+        rescale(torch.zeros(1, 3, 4096, dtype=torch.float64), psd, torch.tensor([8.0]))
