@@ -84,6 +84,10 @@ class ModelCard:
     best_auc: float
     n_folds: int
     fold_seed: int
+    # What the model was trained on: {"source": store|inject|both, "store", "inject": the
+    # bank, noise, SNR distribution and fractions of the injections (None for store),
+    # "init_from": the run whose weights it started from}. None on cards written before.
+    training: dict | None = None
     card_schema: int = CARD_SCHEMA
 
 
@@ -109,7 +113,7 @@ def input_stats(g, input: str) -> dict:
 def card_from_store(g, *, model_name: str, model_kwargs: dict, input: str = "images",
                     image_size: list[int] | None = None, fold: int = 0, best_epoch: int = 0,
                     best_auc: float = float("nan"), n_folds: int = 5,
-                    fold_seed: int = 42) -> ModelCard:
+                    fold_seed: int = 42, training: dict | None = None) -> ModelCard:
     """A card for a model trained on the finished train store ``g`` (a Zarr group): the input
     description (statistics, transform identity, config, PSD) comes from the store, the rest
     from the arguments. ``weights_sha256`` is filled in by :func:`write_fold`."""
@@ -134,6 +138,7 @@ def card_from_store(g, *, model_name: str, model_kwargs: dict, input: str = "ima
         best_auc=best_auc,
         n_folds=n_folds,
         fold_seed=fold_seed,
+        training=training,
     )
 
 

@@ -53,8 +53,44 @@ class LoaderConfig:
 
 
 @dataclass
+class InjectConfig:
+    """Signals injected on the fly into noise (``source: inject`` or ``both``; docs/training.md,
+    "Training with injections")."""
+
+    bank: str | None = None  # waveform bank (python -m data.inject.bank)
+    max_waveforms: int | None = None  # the bank's first N held in memory (39 KB each); null = all
+    # Where the noise comes from: the store's target-0 whitened waves (the fold's training rows),
+    # Gaussian noise from the generator's PSDs, or long strain (GWF / GWOSC HDF5).
+    noise: Literal["store", "gaussian", "strain"] = "store"  # store | gaussian | strain
+    shuffle_detectors: bool = True  # noise=store: each detector's noise from another sample
+    strain: list[str] = field(default_factory=list)  # noise=strain: IFO=PATH, as g2net-search
+    strain_psd: Literal["training", "local"] = "training"  # whitened by the store's PSD or own
+    positive_fraction: float = 0.5  # samples with a signal (target 1)
+    # Half in one detector only, half with one detector's signal from another source (aframe's).
+    incoherent_fraction: float = 0.0  # samples with an incoherent signal, target 0
+    # Forms: uniform:LO,HI  power-law:INDEX,LO,HI  normal:MU,SIGMA,MIN  fixed:X
+    snr: str = "uniform:2,16"  # the network SNR's distribution
+    curriculum_start: float | None = None  # SNR lower bound at step 0, falling to the spec's
+    curriculum_steps: int = 0  # optimizer steps over which it falls
+    merger_window: tuple[float, float] = (1.3, 1.9)  # s from the sample start (the generator's)
+    samples_per_epoch: int = 32000  # source=inject: samples per epoch, all processes together
+    # "store": the fold's labelled samples (AUCs compare with fixed-set runs); "injections": a
+    # set frozen by validation_seed, for noise without labels.
+    validation: Literal["store", "injections"] = "store"  # store | injections
+    n_validation: int = 4096  # validation=injections: samples in the frozen set
+    validation_seed: int = 12345  # validation=injections: its seed
+
+
+@dataclass
 class TrainConfig:
     store: str = "cache/train.zarr"  # the preprocessed training store
+    # What training samples are: the store's labelled samples, signals injected on the fly into
+    # noise (inject.*), or both (each step a labelled batch and an injected batch).
+    source: Literal["store", "inject", "both"] = "store"
+    inject: InjectConfig = field(default_factory=InjectConfig)
+    # A trained fold (runs/NAME/fold0) whose weights start this run: pretrain on injections,
+    # then fine-tune on the labelled folds. Same model and input transform, else an error.
+    init_from: str | None = None
     name: str | None = None  # run name; None = the config file's name (tiny.yaml -> tiny)
     out: str = "runs"  # runs land in OUT/NAME/fold{k}/
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -139,6 +175,27 @@ def check(cfg: TrainConfig) -> None:
     need(a.mask_max >= 0, "augment.mask_max", "must be >= 0")
     need(a.mask_p == 0 or a.mask_max >= 1, "augment.mask_max",
          f"must be at least 1 when augment.mask_p > 0, got {a.mask_max}")
+    i = cfg.inject
+    if cfg.source != "store":
+        need(i.bank is not None, "inject.bank", f"source={cfg.source} needs a waveform bank "
+             "(make one with python -m data.inject.bank)")
+        need(0 <= i.positive_fraction <= 1, "inject.positive_fraction", "must be in [0, 1]")
+        need(0 <= i.incoherent_fraction <= 1 - i.positive_fraction, "inject.incoherent_fraction",
+             "must be in [0, 1 - positive_fraction]")
+        need(i.samples_per_epoch >= 1, "inject.samples_per_epoch", "must be >= 1")
+        need(i.n_validation >= 2, "inject.n_validation", "must be >= 2")
+        need(i.max_waveforms is None or i.max_waveforms >= 1, "inject.max_waveforms",
+             "must be >= 1")
+        need(i.noise != "strain" or bool(i.strain), "inject.strain",
+             "noise=strain needs strain files: inject.strain=[H1=...,L1=...,V1=...]")
+        need(cfg.source == "inject" or i.validation == "store", "inject.validation",
+             "source=both validates on the store's fold")
+        try:
+            from data.inject.snr import SNRPrior
+
+            SNRPrior.parse(i.snr, i.curriculum_start, i.curriculum_steps)
+        except ValueError as e:
+            raise ConfigError(f"inject.snr: {e}") from None
     if cfg.name is not None:
         need(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."), "name",
              f"{cfg.name!r} is not a directory name")

@@ -24,13 +24,13 @@ from data.config import (
     save_config,
     to_dict,
 )
-from data.inputs.loader import StoreBlocks
+from data.inputs.loader import StoreBlocks, batches
 from preprocess.config import identity_drift
-from train import checkpoints
+from train import checkpoints, inject
 from train.config import TrainConfig, TrainError
 from train.engine import BatchTransform, TrainState, evaluate, train_one_epoch
 from train.folds import stratified_folds
-from train.model import build_model, check_input_size, input_kind, model_kwargs
+from train.model import build_model, check_input_size, init_from_run, input_kind, model_kwargs
 
 log = logging.getLogger("train")
 
@@ -67,6 +67,28 @@ def fold_rows(g, n_folds: int, fold_seed: int, fold: int) -> tuple[np.ndarray, n
     except ValueError as e:
         raise TrainError(f"{g.store_path}: {e}") from None
     return rows[folds != fold], rows[folds == fold]
+
+
+def training_batches(cfg: TrainConfig, epoch: int, state: TrainState, train_ds: StoreBlocks,
+                     train_loader, injection, batches_per_epoch: int):
+    """(iterable of blocks, rows per batch, batches in the whole epoch) of epoch ``epoch``
+    from ``state.batches_done`` on: the store's shuffled blocks, injected batches, or each
+    store batch with an injected batch appended (``source: both``, twice the rows a step)."""
+    start = state.batches_done  # non-zero only right after a resume
+    if cfg.source == "inject":
+        return (injection.train_batches(epoch, start, batches_per_epoch, cfg.batch_size,
+                                        step=lambda: state.num_updates),
+                cfg.batch_size, batches_per_epoch)
+    train_ds.start_batch = start
+    train_loader.set_epoch(epoch)
+    n_batches = start + train_ds.plan().n_batches  # the epoch's plan: it varies with the epoch
+    if cfg.source == "store":
+        return train_loader, cfg.batch_size, n_batches
+    injected = injection.train_batches(epoch, start, n_batches, cfg.batch_size,
+                                       step=lambda: state.num_updates)
+    both = (tuple(torch.cat([a, b]) for a, b in zip(stored, made))
+            for stored, made in zip(batches(train_loader, cfg.batch_size), injected))
+    return both, 2 * cfg.batch_size, n_batches
 
 
 def device_loader(dataset: StoreBlocks, accelerator, num_workers: int):
@@ -198,6 +220,10 @@ def train_fold(cfg: TrainConfig) -> dict:
     set_seed(cfg.seed)
     net = build_model(cfg.model)
     check_input_size(net, cfg.model.name, size)
+    resuming = cfg.resume == "auto" and bool(checkpoints.checkpoint_dirs(run))
+    if cfg.init_from is not None and not resuming:  # a resume loads its own weights
+        init_from_run(net, cfg.init_from, cfg.model.name, kind, dict(g.attrs["transform"]))
+        log.info("weights from %s", cfg.init_from)
 
     accelerator = make_accelerator(cfg, run)
     if not accelerator.is_main_process:
@@ -212,12 +238,27 @@ def train_fold(cfg: TrainConfig) -> dict:
     val_ds = StoreBlocks(cfg.store, val_rows, batch_size=cfg.batch_size, shuffle=False,
                          buffer_chunks=cfg.loader.shuffle_buffer_chunks, rank=rank,
                          world_size=world, arrays=(kind,))
-    updates_per_epoch = train_ds.plan().n_batches // cfg.grad_accum
+    injection = (inject.build(cfg, g, kind, train_rows, accelerator.device, rank)
+                 if cfg.source != "store" else None)
+    if cfg.source == "inject":
+        per_epoch = cfg.inject.samples_per_epoch // (cfg.batch_size * world)
+        batches_per_epoch = per_epoch // cfg.grad_accum * cfg.grad_accum
+        what = (f"inject.samples_per_epoch={cfg.inject.samples_per_epoch} over {world} "
+                "process(es)")
+    else:
+        batches_per_epoch = train_ds.plan().n_batches
+        what = f"{train_ds.indices.size} training samples over {world} process(es)"
+    updates_per_epoch = batches_per_epoch // cfg.grad_accum
     if updates_per_epoch < 1:
         raise TrainError(
-            f"fold {cfg.fold}: {train_ds.indices.size} training samples over {world} process(es) "
-            f"make no full step of batch_size={cfg.batch_size} x grad_accum={cfg.grad_accum}"
+            f"fold {cfg.fold}: {what} make no full step of batch_size={cfg.batch_size} x "
+            f"grad_accum={cfg.grad_accum}"
         )
+    val_batches = None
+    if injection is not None and cfg.inject.validation == "injections":
+        val_batches = injection.validation_set(
+            cfg.inject.n_validation, cfg.inject.validation_seed, cfg.batch_size, rank, world,
+            noise=inject.validation_noise(cfg, g, val_rows, injection, accelerator.device))
 
     if accelerator.is_main_process:
         record_config(cfg, run)
@@ -285,19 +326,19 @@ def train_fold(cfg: TrainConfig) -> dict:
     )
 
     for epoch in range(state.epoch, cfg.epochs):
-        train_ds.start_batch = state.batches_done  # non-zero only right after a resume
-        train_loader.set_epoch(epoch)
-        n_batches = state.batches_done + train_ds.plan().n_batches
         scheduler.step_update(num_updates=state.num_updates)
+        batches_, batch_size, n_batches = training_batches(cfg, epoch, state, train_ds,
+                                                           train_loader, injection,
+                                                           batches_per_epoch)
         train = train_one_epoch(
-            model, train_loader, optimizer, scheduler, accelerator, state, to_input=to_input,
-            aug=cfg.augment, batch_size=cfg.batch_size, n_batches=n_batches,
+            model, batches_, optimizer, scheduler, accelerator, state, to_input=to_input,
+            aug=cfg.augment, batch_size=batch_size, n_batches=n_batches,
             clip_grad=cfg.clip_grad, ema=ema, ema_target=unwrapped,
             checkpoint_every_steps=cfg.checkpoint_every_steps, save_checkpoint=save_checkpoint,
             progress=cfg.progress,
         )
         train_ds.start_batch = 0
-        val = evaluate(eval_model, val_loader, accelerator, to_input=to_input,
+        val = evaluate(eval_model, val_batches or val_loader, accelerator, to_input=to_input,
                        batch_size=cfg.batch_size)
         state.epoch += 1
         state.batches_done = 0
@@ -311,10 +352,13 @@ def train_fold(cfg: TrainConfig) -> dict:
         if improved:
             state.best_auc, state.best_epoch = val["auc"], state.epoch
         if improved and accelerator.is_main_process:
-            rundir.write_fold(run, model_card(cfg, g, state.best_epoch, state.best_auc),
-                                 (ema.module if ema is not None else unwrapped).state_dict())
-            rundir.write_oof(run / rundir.OOF_FILE, ids[val["index"]], val["target"],
-                             val["logit"])
+            card = model_card(cfg, g, state.best_epoch, state.best_auc,
+                              injection.record if injection is not None else None)
+            rundir.write_fold(run, card,
+                              (ema.module if ema is not None else unwrapped).state_dict())
+            if val_batches is None:  # validated on the store's fold: out-of-fold predictions
+                rundir.write_oof(run / rundir.OOF_FILE, ids[val["index"]], val["target"],
+                                 val["logit"])
         save_checkpoint()
         if accelerator.is_main_process:
             record_history(run, state.history, cfg)
@@ -347,15 +391,20 @@ def config_changes(old: dict, new: dict) -> list[str]:
             if k not in _RESUMABLE and not (a is MISSING and k not in off_default)]
 
 
-def model_card(cfg: TrainConfig, g, best_epoch: int, best_auc: float) -> rundir.ModelCard:
+def model_card(cfg: TrainConfig, g, best_epoch: int, best_auc: float,
+               injection: dict | None = None) -> rundir.ModelCard:
     """The fold's model card (:mod:`data.rundir`): the model and its training result from
-    ``cfg``, the description of its inputs from the training store ``g``."""
+    ``cfg``, the description of its inputs from the training store ``g``, and what it was
+    trained on (``training``: the source, the injections' bank, noise and SNRs, the run it
+    started from)."""
+    training = {"source": cfg.source, "store": str(cfg.store), "inject": injection,
+                "init_from": cfg.init_from}
     return rundir.card_from_store(
         g, model_name=cfg.model.name, model_kwargs=model_kwargs(cfg.model),
         input=input_kind(cfg.model.name),
         image_size=list(cfg.image_size) if cfg.image_size is not None else None,
         fold=cfg.fold, best_epoch=best_epoch, best_auc=best_auc, n_folds=cfg.n_folds,
-        fold_seed=cfg.fold_seed)
+        fold_seed=cfg.fold_seed, training=training)
 
 
 def record_history(run: Path, history: list[dict], cfg: TrainConfig) -> None:

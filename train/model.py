@@ -65,3 +65,40 @@ def check_input_size(model: torch.nn.Module, name: str, shape: tuple[int, ...]) 
         model.train()
     if tuple(out.shape) != (1, 1):
         raise TrainError(f"model {name}: output shape {tuple(out.shape)}, expected (1, 1)")
+
+
+def init_from_run(net: torch.nn.Module, fold_dir: str | Path, model_name: str, kind: str,
+                  transform: dict) -> None:
+    """Load the best weights of the trained fold ``fold_dir`` into ``net`` (pretrain, then
+    fine-tune): TrainError unless that fold trained the same model on the same input kind made
+    by the same transform (``transform``: the training store's identity; for a ``waves``
+    model only the whitening's part of it matters)."""
+    from safetensors.torch import load_file
+
+    from data import rundir
+    from data.config import dict_diff, format_diff
+    from preprocess.config import identity_for
+
+    fold_dir = Path(fold_dir)
+    if not (fold_dir / rundir.CARD_FILE).is_file() and (fold_dir / "fold0").is_dir():
+        raise TrainError(f"init_from: {fold_dir} is a run with folds; name one of them "
+                         f"({fold_dir}/fold0, ...)")
+    try:
+        card = rundir.read_card(fold_dir)
+        rundir.verify_weights(card, fold_dir / rundir.WEIGHTS_FILE)
+    except rundir.CardError as e:
+        raise TrainError(f"init_from: {e}") from None
+    if card.model_name != model_name:
+        raise TrainError(f"init_from: {fold_dir} trained {card.model_name}, this run "
+                         f"model.name={model_name}")
+    if card.input != kind:
+        raise TrainError(f"init_from: {fold_dir} reads {card.input}, {model_name} {kind}")
+    drift = dict_diff(identity_for(card.transform, kind), identity_for(transform, kind))
+    if drift:
+        raise TrainError(f"init_from: {fold_dir} was trained on inputs made another way: "
+                         f"{format_diff(drift, 'that run', 'this store')}")
+    state = load_file(str(fold_dir / rundir.WEIGHTS_FILE))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise TrainError(f"init_from: {fold_dir}: weights do not fit: {e}") from None

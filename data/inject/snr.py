@@ -101,8 +101,10 @@ class SNRPrior:
 
     def sample(self, n: int, generator: torch.Generator | None = None, step: int = 0,
                device: torch.device | str = "cpu") -> torch.Tensor:
-        """(n,) float64 network SNRs at training step ``step``."""
-        u = torch.rand(n, generator=generator, dtype=torch.float64).to(device)
+        """(n,) float64 network SNRs at training step ``step``, drawn on the generator's device
+        (a CUDA generator draws on its GPU) and returned on ``device``."""
+        where = generator.device if generator is not None else "cpu"
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=where).to(device)
         p = self.params
         if self.kind == "fixed":
             return torch.full((n,), p[0], dtype=torch.float64, device=device)
@@ -116,5 +118,5 @@ class SNRPrior:
                 return lo * (hi / lo) ** u
             a, b = lo ** (index + 1), hi ** (index + 1)  # inverse CDF
             return (a + u * (b - a)) ** (1 / (index + 1))
-        z = torch.randn(n, generator=generator, dtype=torch.float64).to(device)
+        z = torch.randn(n, generator=generator, dtype=torch.float64, device=where).to(device)
         return torch.clamp(p[0] + p[1] * z, min=self.lower_bound(step))

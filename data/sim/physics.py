@@ -151,17 +151,23 @@ def polarisations(
     source: Source,
     distance_mpc: float = REFERENCE_DISTANCE_MPC,
     sample_rate: int = SAMPLE_RATE,
+    approximant: str = APPROXIMANT,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """h+ and hx from ``APPROXIMANT`` at ``sample_rate``, and the time (s) of their first sample.
+    """h+ and hx from ``approximant`` at ``sample_rate``, and the time (s) of their first sample.
 
     The time is relative to the merger (``t = 0`` of the waveform, ≈ peak amplitude), so
     negative. The waveform starts early enough to cover the sample from its first sample when
-    the source is light enough to chirp for that long above ``F_START_MIN``.
+    the source is light enough to chirp for that long above ``F_START_MIN``. An approximant
+    lalsimulation does not know is a ValueError naming it.
     """
     f_start = max(
         F_START_MIN,
         start_frequency(source.mass1, source.mass2, source.merger_time + START_MARGIN),
     )
+    try:
+        approx = lalsimulation.GetApproximantFromString(approximant)
+    except RuntimeError:
+        raise ValueError(f"lalsimulation knows no approximant {approximant!r}") from None
     hp, hc = lalsimulation.SimInspiralChooseTDWaveform(
         source.mass1 * lal.MSUN_SI,
         source.mass2 * lal.MSUN_SI,
@@ -177,7 +183,7 @@ def polarisations(
         f_start,
         F_REF,
         None,
-        lalsimulation.GetApproximantFromString(APPROXIMANT),
+        approx,
     )
     return hp.data.data, hc.data.data, float(hp.epoch)
 

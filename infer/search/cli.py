@@ -13,11 +13,11 @@ from pathlib import Path
 from data.cli import cli_errors
 from data.config import ConfigError, config_help, load_config
 from data.layout import DETECTORS
+from data.strain import StrainError
 from infer.config import InferError
 from infer.search.config import SearchConfig, SearchError
 from infer.search.outputs import format_summary
 from infer.search.pipeline import run
-from infer.search.strain import StrainError
 
 
 def _split_overrides(strain: list[str], overrides: list[str]) -> tuple[list[str], list[str]]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data.config import ConfigError
-from infer.search.strain import Strain
+from data.strain import Strain
 
 
 def whole_samples(seconds: float, sample_rate: int, key: str) -> int:

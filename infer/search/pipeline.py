@@ -17,6 +17,7 @@ import torch
 from data.config import ConfigError, save_config, to_dict
 from data.layout import DETECTORS
 from data.rundir import CARD_FILE, INPUT_KINDS
+from data.strain import Strain, parse_strain, read_strain
 from infer.predict.checkpoints import Fold, load_folds
 from infer.search.config import (
     CONFIG_FILE,
@@ -33,7 +34,6 @@ from infer.search.grid import whole_multiple, whole_samples
 from infer.search.injections import match_injections, read_injections, veto_injections
 from infer.search.outputs import write_background, write_found, write_triggers
 from infer.search.scoring import WindowScores, score_windows
-from infer.search.strain import Strain, parse_strain, read_strain
 from infer.search.triggers import false_alarm_rates, find_triggers, livetimes
 
 log = logging.getLogger(__name__)

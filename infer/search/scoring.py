@@ -24,6 +24,7 @@ from data.config import from_dict
 from data.layout import DETECTORS
 from data.metrics import probability
 from data.progress import progress_bar
+from data.strain import Strain
 from infer.predict.checkpoints import Fold
 from infer.predict.ensemble import combine
 from infer.predict.inputs import ensemble_transform
@@ -42,7 +43,6 @@ from infer.search.grid import (
     whole_samples,
 )
 from infer.search.psd import LocalPSD
-from infer.search.strain import Strain
 from preprocess.config import PreprocessConfig
 from preprocess.transforms import Whiten
 
@@ -80,7 +80,7 @@ class WindowScores:
     seconds: dict  # stage -> wall seconds
     duration: float  # s of strain the three detectors share
     psd_segments: list[int] = field(default_factory=list)  # segments per block PSD (local)
-    sources: dict = field(default_factory=dict)  # infer.search.strain.Strain.sources
+    sources: dict = field(default_factory=dict)  # data.strain.Strain.sources
 
     def save(self, path: Path, key: str) -> None:
         meta = {"key": key, "grid": dataclasses.asdict(self.grid), "rings": self.rings,

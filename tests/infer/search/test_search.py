@@ -212,7 +212,7 @@ def test_reader_resamples_real_gwf():
     """gwpy's shipped second of S6 strain (16384 Hz, three channels in one file)."""
     from gwpy.testing.utils import TEST_GWF_FILE
 
-    from infer.search.strain import read_strain
+    from data.strain import read_strain
 
     paths = {d: [Path(TEST_GWF_FILE)] for d in DETECTORS}
     s = read_strain(paths, 2048, {"V1": "V1:h_16384Hz"})
@@ -225,7 +225,7 @@ def test_reader_joins_files_and_keeps_gaps(strain, tmp_path):
     between files is NaN in that detector only; overlapping files are an error."""
     from gwpy.timeseries import TimeSeries
 
-    from infer.search.strain import StrainError, parse_strain, read_strain
+    from data.strain import StrainError, parse_strain, read_strain
 
     whole = read_strain(parse_strain(strain_args(strain["noise"])), 2048)
     h1 = TimeSeries.read(strain["noise"] / f"H-H1_SYNTH-{GPS}-96.hdf5", format="hdf5")
@@ -263,9 +263,9 @@ def test_local_psd_matches_training_psd(trained, strain):
     """On stationary noise the median-Welch PSD has the training PSD's scale: within a few %
     over 20-1000 Hz and within 8 % in each of three bands."""
     from data.rundir import read_card
+    from data.strain import parse_strain, read_strain
     from infer.search.grid import bad_prefix
     from infer.search.psd import LocalPSD
-    from infer.search.strain import parse_strain, read_strain
 
     card = read_card(trained / "fold0")
     train_psd = np.asarray(card.psd)
@@ -359,7 +359,7 @@ def test_slides_score_shifted_data_and_never_zero_lag(main_run, trained, strain,
     equals that of a run without."""
     from scipy.signal import welch
 
-    from infer.search.strain import parse_strain, read_strain
+    from data.strain import parse_strain, read_strain
 
     out, _ = main_run
     ws = window_scores(out)
@@ -453,11 +453,11 @@ def test_waves_model_goes_through_model_input(trained, strain, tmp_path):
     import dataclasses
 
     from data.config import load_config
+    from data.strain import parse_strain, read_strain
     from infer.predict.checkpoints import Fold, load_fold
     from infer.predict.inputs import build_transform
     from infer.search.config import SearchConfig
     from infer.search.scoring import score_windows
-    from infer.search.strain import parse_strain, read_strain
 
     images_fold = load_fold(trained / "fold0")
     card = dataclasses.replace(images_fold.card, input="waves",
@@ -483,10 +483,10 @@ def test_waves_model_goes_through_model_input(trained, strain, tmp_path):
 
 def test_transform_thread_changes_no_score(trained, strain):
     from data.config import load_config
+    from data.strain import parse_strain, read_strain
     from infer.predict.checkpoints import load_fold
     from infer.search.config import SearchConfig
     from infer.search.scoring import score_windows
-    from infer.search.strain import parse_strain, read_strain
 
     fold = load_fold(trained / "fold0")
     s = read_strain(parse_strain(strain_args(strain["noise"])), 2048)

@@ -1,7 +1,8 @@
-"""Long strain for the search: H1, L1 and V1 read from GWF or HDF5 files with gwpy, resampled to
-the model's rate and laid on one sample grid over the span the three share (:class:`Strain`:
-(3, n) float64, NaN where a detector has no data). Which files it reads, how it joins and
-resamples them, and its memory: docs/search.md, "Notes from the code".
+"""Long strain for the search and for training on a detector's own noise: H1, L1 and V1 read
+from GWF or HDF5 files with gwpy, resampled to the model's rate and laid on one sample grid over
+the span the three share (:class:`Strain`: (3, n) float64, NaN where a detector has no data).
+Which files it reads, how it joins and resamples them, and its memory: docs/search.md, "Notes
+from the code".
 """
 
 from __future__ import annotations

@@ -1,0 +1,167 @@
+"""Signals from a waveform bank injected into whitened noise, a batch at a time, on the training
+device: a source drawn from the bank, an isotropic sky position and polarisation angle, a
+merger time in a window, the projection onto H1, L1 and V1 with fractional delays
+(:mod:`data.inject.projection`), the network SNR rescaled to a draw from an
+:class:`~data.inject.snr.SNRPrior` against the training PSD, and whitening by the same
+transform that whitened the noise.
+
+Why the sum is exact: whitening (mean removal, window, division by the ASD, band-pass) is
+linear, so whitened noise + whitened signal is the whitening of noise + signal, which is what
+stage one would have stored for a sample holding that signal. The noise can therefore be the
+whitened strain a training store already keeps.
+
+Every draw comes from the ``torch.Generator`` the caller passes: a batch is a pure function of
+its generator's seed (training seeds one per (seed, epoch, batch, process), so a resumed run
+draws exactly what the uninterrupted run would have, and each process draws its own).
+
+Shapes: whitened strain (B, 3, T) float32, T = 4096 at 2048 Hz; SNRs (B,) float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data.inject.bank import Bank
+from data.inject.projection import Detectors, antenna_patterns, geocentre_delays, gmst, project
+from data.inject.snr import SNRPrior, rescale
+from data.layout import N_TIME, SAMPLE_RATE
+from data.sim.physics import GPS_REFERENCE
+
+# The projection's buffer reaches this far before the window (2 x its edge ramp).
+_PROJECTION_PAD = 256
+
+
+def psd_on_grid(psd: np.ndarray, n_time: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A (3, n_freq) one-sided PSD on a grid from 0 to fs / 2, interpolated (linearly, as an
+    ASD, the way :class:`preprocess.transforms.Whiten` does) onto ``rfftfreq(n_time)``."""
+    psd = np.asarray(psd, dtype=np.float64)
+    grid = np.linspace(0.0, sample_rate / 2, psd.shape[-1])
+    freqs = np.fft.rfftfreq(n_time, 1.0 / sample_rate)
+    return np.stack([np.interp(freqs, grid, np.sqrt(p)) ** 2 for p in psd])
+
+
+@dataclass
+class Injected:
+    """One batch: ``x`` whitened strain (B, 3, T) float32, ``target`` (B,) float32 (1 for a
+    coherent signal), ``snr`` (B,) float64 network SNR injected (0 for pure noise; an
+    incoherent negative keeps the SNR it was drawn at), ``kind`` (B,) int8: 0 noise,
+    1 signal, 2 signal in one detector only, 3 one detector's signal from another source."""
+
+    x: torch.Tensor
+    target: torch.Tensor
+    snr: torch.Tensor
+    kind: torch.Tensor
+
+
+class Injector:
+    """Draws and injects signals from ``bank``.
+
+    whiten: the transform that whitened the noise ((B, 3, T) strain -> (B, 3, T) float32),
+    applied to each projected signal. psd: (3, n_freq) float64 1/Hz on a grid from 0 to fs/2,
+    the PSD SNRs are measured against (the training PSD the whitening divides by).
+    merger_window: (earliest, latest) geocentre merger time in s from the window's start; the
+    bank must hold enough inspiral for the latest. gps: the time whose sidereal angle the
+    antenna patterns use (with right ascension uniform, any fixed time gives the same
+    distribution of responses).
+    """
+
+    def __init__(self, bank: Bank, whiten: Callable[[torch.Tensor], torch.Tensor],
+                 psd: np.ndarray, snr: SNRPrior, *, merger_window: tuple[float, float] = (1.3, 1.9),
+                 device: torch.device | str = "cpu", n_time: int = N_TIME,
+                 gps: float = GPS_REFERENCE):
+        lo, hi = merger_window
+        latest = (bank.merger_index - _PROJECTION_PAD - 48) / bank.sample_rate
+        if not 0 <= lo <= hi <= latest:
+            raise ValueError(
+                f"merger_window {list(merger_window)}: need 0 <= earliest <= latest <= "
+                f"{latest:.3f} s, the latest merger time bank {bank.path} holds inspiral for "
+                "(make a bank with a larger --max-merger-time)")
+        if bank.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"bank {bank.path} is at {bank.sample_rate} Hz, not {SAMPLE_RATE}")
+        self.device = torch.device(device)
+        pol = torch.from_numpy(bank.polarisations)
+        # Each waveform scaled to unit peak: its amplitude is set by the SNR anyway, and
+        # strain of ~1e-21 would lose float32 range when squared.
+        peak = pol.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(torch.float32).tiny)
+        self.polarisations = (pol / peak[:, None, None]).to(self.device)
+        self.offset = torch.from_numpy(bank.merger_offset.copy()).to(self.device)
+        self.merger_index = bank.merger_index
+        self.whiten = whiten
+        self.snr_psd = torch.from_numpy(psd_on_grid(psd, n_time)).to(self.device)
+        self.snr = snr
+        self.merger_window = (float(lo), float(hi))
+        self.n_time = n_time
+        self.detectors = Detectors.from_lal().to(self.device)
+        self.gmst = gmst(gps)
+
+    def _uniform(self, n: int, gen: torch.Generator, lo: float = 0.0, hi: float = 1.0):
+        u = torch.rand(n, generator=gen, dtype=torch.float64, device=gen.device)
+        return (lo + (hi - lo) * u).to(self.device)
+
+    def signals(self, n: int, gen: torch.Generator, step: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` whitened signals (n, 3, T) float32 at network SNRs drawn from the prior at
+        training step ``step``, and those SNRs (n,)."""
+        if n == 0:
+            return (torch.zeros(0, 3, self.n_time, device=self.device),
+                    torch.zeros(0, dtype=torch.float64, device=self.device))
+        idx = torch.randint(0, self.polarisations.shape[0], (n,), generator=gen,
+                            device=gen.device).to(self.device)
+        ra = self._uniform(n, gen, 0.0, 2 * math.pi)
+        dec = torch.asin(self._uniform(n, gen, -1.0, 1.0))
+        psi = self._uniform(n, gen, 0.0, math.pi)
+        merger = self._uniform(n, gen, *self.merger_window)
+        fplus, fcross = antenna_patterns(ra, dec, psi, self.gmst, self.detectors)
+        delay = geocentre_delays(ra, dec, self.gmst, self.detectors)
+        first = merger * SAMPLE_RATE - self.merger_index - self.offset[idx]
+        pol = self.polarisations[idx]
+        strain = project(pol[:, 0], pol[:, 1], first, self.n_time, fplus.float(),
+                         fcross.float(), delay.float())
+        target = self.snr.sample(n, gen, step, device=self.device)
+        strain, _ = rescale(strain, self.snr_psd, target)
+        return self.whiten(strain).float(), target
+
+    def inject(self, noise: torch.Tensor, gen: torch.Generator, *, positive_fraction: float,
+               incoherent_fraction: float = 0.0, step: int = 0) -> Injected:
+        """``noise`` (B, 3, T) whitened, with a coherent signal added to a ``positive_fraction``
+        of the samples (target 1) and an incoherent one to ``incoherent_fraction`` (target 0):
+        half of those a signal in one detector only, half a signal whose one detector's
+        strain comes from another source (both as ML4GW's aframe trains against)."""
+        b = noise.shape[0]
+        u = self._uniform(b, gen)
+        kind = torch.zeros(b, dtype=torch.int8, device=self.device)
+        kind[u < positive_fraction] = 1
+        incoherent = (u >= positive_fraction) & (u < positive_fraction + incoherent_fraction)
+        split = self._uniform(b, gen) < 0.5
+        kind[incoherent & split] = 2
+        kind[incoherent & ~split] = 3
+        has = kind > 0
+        sig, snr = self.signals(int(has.sum()), gen, step)
+        det = torch.randint(0, 3, (b,), generator=gen, device=gen.device).to(self.device)[has]
+        k = kind[has]
+        one = torch.nn.functional.one_hot(det, 3).to(sig.dtype)[..., None]  # (m, 3, 1)
+        swap = k == 3
+        if bool(swap.any()):
+            other, _ = self.signals(int(swap.sum()), gen, step)
+            sig[swap] = sig[swap] * (1 - one[swap]) + other * one[swap]
+        single = k == 2
+        sig[single] = sig[single] * one[single]
+        x = noise.to(torch.float32).clone()
+        x[has] += sig
+        full_snr = torch.zeros(b, dtype=torch.float64, device=self.device)
+        full_snr[has] = snr
+        return Injected(x=x, target=(kind == 1).float(), snr=full_snr, kind=kind)
+
+
+def batch_generator(seed: int, *keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded by ``(seed, *keys)`` (numpy's SeedSequence mixes them):
+    one per batch, so every batch's draws are a pure function of where it falls."""
+    state = np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(2, np.uint64)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(state[0] >> np.uint64(1)))
+    return gen

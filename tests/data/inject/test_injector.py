@@ -1,0 +1,121 @@
+"""The injector against the generator's own numpy path (data.sim.physics), the SNR it
+injects against the whitened energy, and what each kind of injected sample holds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from data.inject import projection
+from data.inject.bank import BankSpec, draw_sources, make_bank, open_bank
+from data.inject.injector import Injector, batch_generator, psd_on_grid
+from data.inject.snr import SNRPrior
+from data.sim import physics
+from preprocess.config import load_preset
+from preprocess.transforms import Whiten
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bank") / "bank.zarr"
+    make_bank(path, BankSpec(n=32, seed=1, chunk_size=16), progress=False)
+    return open_bank(path)
+
+
+@pytest.fixture(scope="module")
+def whiten():
+    return Whiten.from_config(load_preset("default").whiten, physics.noise_psd())
+
+
+@pytest.mark.parametrize("merger_time", [1.9, 1.55, 1.3])
+def test_a_bank_row_projects_to_the_generators_signal(bank, whiten, merger_time):
+    """The same source, sky, polarisation and merger time through the bank and the torch
+    projection, and through the generator's numpy path (lalsimulation's waveform, lal's
+    antenna patterns and delays, data.sim.physics.project_waveform): the same strain, and the
+    same whitened strain, to float32 precision."""
+    sources = draw_sources(BankSpec(n=32, seed=1, chunk_size=16), 0)
+    detectors = projection.Detectors.from_lal()
+    gmst = projection.gmst(physics.GPS_REFERENCE)
+    for i, (ra, dec, psi) in enumerate([(0.3, -0.9, 2.0), (4.0, 0.5, 0.1), (2.2, 1.3, 1.1)]):
+        s = dataclasses.replace(sources[i], ra=ra, dec=dec, psi=psi)
+        hp, hc, t_first = physics.polarisations(s)  # the bank's start frequency (1.9 s)
+        fp, fc, delay = physics.antenna_patterns(ra, dec, psi)
+        want = physics.project_waveform(hp, hc, (merger_time + t_first) * 2048, 4096, fp, fc,
+                                        delay)
+        one = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+        fpt, fct = projection.antenna_patterns(one(ra), one(dec), one(psi), gmst, detectors)
+        dt = projection.geocentre_delays(one(ra), one(dec), gmst, detectors)
+        first = torch.tensor([merger_time * 2048 - bank.merger_index - bank.merger_offset[i]])
+        pol = torch.from_numpy(bank.polarisations[i:i + 1])
+        got = projection.project(pol[:, 0], pol[:, 1], first, 4096, fpt.float(), fct.float(),
+                                 dt.float())[0].double().numpy()
+        scale = np.abs(want).max()
+        assert np.abs(got - want).max() < 2e-6 * scale
+        w_want = whiten(torch.from_numpy(want)[None])[0].numpy()
+        w_got = whiten(torch.from_numpy(got)[None])[0].numpy()
+        assert np.abs(w_got - w_want).max() < 2e-6 * np.abs(w_want).max()
+
+
+def test_injected_snr_is_the_whitened_energy(bank, whiten):
+    """Whitened to unit-variance noise, a signal of optimal SNR rho has energy sum w^2 ~ rho^2
+    (the window and the band edges take a few per cent); and the SNR it was scaled to,
+    measured again with the generator's numpy optimal_snr, is the drawn one."""
+    inj = Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("uniform:5,20"))
+    sig, snr = inj.signals(128, batch_generator(0, 1))
+    assert ((snr >= 5) & (snr <= 20)).all()
+    ratio = (sig.double() ** 2).sum(dim=(1, 2)) / snr**2
+    assert 0.85 < float(ratio.mean()) < 1.05, float(ratio.mean())
+
+
+def test_snr_rescaling_matches_the_generator(bank):
+    """The raw (unwhitened) signal the injector scales, measured by data.sim.physics's own
+    optimal SNR: the target network SNR."""
+    identity = lambda x: x.double()  # noqa: E731
+    inj = Injector(bank, identity, physics.noise_psd(), SNRPrior.parse("fixed:12"))
+    raw, snr = inj.signals(16, batch_generator(3))
+    for x in raw.double().numpy():
+        rho = physics.optimal_snr(x)
+        assert np.sqrt(np.sum(rho**2)) == pytest.approx(12.0, rel=1e-4)
+
+
+def test_what_each_kind_of_sample_holds(bank, whiten):
+    inj = Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:10"))
+    noise = torch.randn(400, 3, 4096)
+    out = inj.inject(noise, batch_generator(0, 7), positive_fraction=0.4,
+                     incoherent_fraction=0.3)
+    kind = out.kind.numpy()
+    counts = np.bincount(kind, minlength=4) / kind.size
+    assert counts[0] == pytest.approx(0.3, abs=0.08) and counts[1] == pytest.approx(0.4, abs=0.08)
+    assert counts[2] == pytest.approx(0.15, abs=0.06) and counts[3] == pytest.approx(0.15, abs=0.06)
+    np.testing.assert_array_equal(out.target.numpy(), (kind == 1).astype(np.float32))
+    changed = (out.x != noise).any(dim=-1).numpy()  # (B, 3): which detectors hold a signal
+    assert not changed[kind == 0].any()
+    assert changed[kind == 1].all() and changed[kind == 3].all()
+    assert (changed[kind == 2].sum(axis=1) == 1).all()
+    assert (out.snr.numpy()[kind > 0] == 10).all() and (out.snr.numpy()[kind == 0] == 0).all()
+    again = inj.inject(noise, batch_generator(0, 7), positive_fraction=0.4,
+                       incoherent_fraction=0.3)
+    assert torch.equal(again.x, out.x)  # a batch is a function of its generator's seed
+    other = inj.inject(noise, batch_generator(0, 8), positive_fraction=0.4,
+                       incoherent_fraction=0.3)
+    assert not torch.equal(other.x, out.x)
+
+
+def test_a_merger_window_the_bank_cannot_serve_is_refused(bank, whiten):
+    with pytest.raises(ValueError, match="max-merger-time"):
+        Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:8"),
+                 merger_window=(1.0, 2.0))
+
+
+def test_psd_on_grid_is_whitens_interpolation(whiten):
+    """The SNR's PSD on a coarser grid is what Whiten divides by (as an ASD, linearly)."""
+    psd = physics.noise_psd(512)  # 4 Hz grid
+    w = Whiten(psd, alpha=0.25, highpass=None, lowpass=None)
+    grid = psd_on_grid(psd, 4096)
+    inv = w.response.numpy() / w.response.numpy().max(axis=-1, keepdims=True)
+    want = 1 / np.sqrt(grid)
+    want /= want.max(axis=-1, keepdims=True)
+    np.testing.assert_allclose(inv[:, 1:-1], want[:, 1:-1], rtol=1e-9)

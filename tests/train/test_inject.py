@@ -1,0 +1,222 @@
+"""Training with injections (issue 18), end to end on CPU: the images made on the device from
+injected strain are stage one's images; runs on a store's noise, on simulated noise and on long
+strain in GWF files; validation on frozen injections; exact resume after SIGKILL; pretrain
+then fine-tune with ``init_from``; and what the model card records."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data import store as zstore
+from data.config import from_dict
+from data.inject.bank import BankSpec, make_bank
+from data.rundir import read_card
+from preprocess.config import PreprocessConfig
+from preprocess.transforms import Whiten
+from train import checkpoints
+
+REPO = Path(__file__).resolve().parents[2]
+TINY1D = str(REPO / "configs" / "train" / "tiny1d.yaml")
+TINY = str(REPO / "configs" / "train" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory):
+    """64 generator samples (the real physics) through stage one with the whitened strain
+    kept, in chunks of 8; and a 32-waveform bank."""
+    from data.sim.samples import generate
+    from preprocess import pipeline
+    from preprocess.config import load_preset
+
+    root = tmp_path_factory.mktemp("inject")
+    generate(root / "data", n_train=64, n_test=0, seed=4, snr="fixed:20", progress=False)
+    cfg = load_preset("default", ["store.chunk_size=8", "batch_size=8", "whiten.n_psd=32",
+                                  "save_waves=true", "device=cpu"])
+    pipeline.run(root / "data", root / "cache", cfg, splits=("train",), progress=False)
+    make_bank(root / "bank.zarr", BankSpec(n=32, seed=2, chunk_size=16), progress=False)
+    return root / "cache" / "train.zarr", root / "bank.zarr", root / "data"
+
+
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    if proc.returncode != 0:
+        raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def test_injected_strain_becomes_stage_ones_images(real_store):
+    """Raw strain whitened and turned into images by what training builds from the store's
+    record (train.inject.stored_form) equals what stage one stored for those samples."""
+    from data import layout
+    from train.inject import stored_form
+
+    store, _, data = real_store
+    g = zstore.require_complete(store)
+    ids = layout.int_to_id(np.asarray(g["ids"][:16]))
+    raw = np.stack([np.load(layout.sample_path(data, "train", i)) for i in ids])
+    cfg = from_dict(PreprocessConfig, g.attrs["config"])
+    whitened = Whiten.from_config(cfg.whiten, zstore.read_psd(g))(torch.from_numpy(raw))
+    for kind in ("images", "waves"):
+        made = stored_form(g, kind, torch.device("cpu"))(whitened).numpy()
+        stored = np.asarray(g[kind][:16])
+        assert made.dtype == stored.dtype == np.float16
+        # Stage one computed these in batches of 8; float32 sums of another batch size may
+        # round a value to the neighbouring float16 now and then.
+        diff = np.abs(made.astype(np.float32) - stored.astype(np.float32))
+        assert (diff <= 2e-3 * np.abs(stored.astype(np.float32)) + 1e-6).all()
+        assert (made == stored).mean() > 0.99
+
+
+def _card_training(fold: Path) -> dict:
+    return read_card(fold).training
+
+
+@pytest.mark.timeout(600)
+def test_train_on_injections_then_fine_tune(real_store, tmp_path):
+    """A 1D model trained on injections into the store's noise (validated on the fold's
+    labelled samples), then a run initialised from it on the labelled store; a CQT model on
+    injections with images made per batch; both sources at once."""
+    store, bank, _ = real_store
+    common = ["--config", TINY1D, f"store={store}", f"out={tmp_path}", "n_folds=4",
+              "batch_size=8", "epochs=1", f"inject.bank={bank}"]
+    out = _run(*common, "name=pre", "source=inject", "inject.samples_per_epoch=64",
+               "inject.incoherent_fraction=0.2", "inject.snr=power-law:-3,4,100")
+    assert "inject: 32 waveforms" in out.stderr
+    fold = tmp_path / "pre" / "fold0"
+    training = _card_training(fold)
+    assert training["source"] == "inject"
+    assert training["inject"]["snr"] == "power-law:-3,4,100"
+    assert training["inject"]["bank"]["n"] == 32 and training["inject"]["noise"] == "store"
+    assert training["inject"]["incoherent_fraction"] == 0.2
+    assert (fold / "oof.csv").is_file()  # validated on the store's fold: out-of-fold rows
+
+    # Fine-tune: the weights it starts from are pre's best.
+    out = _run(*common, "name=fine", f"init_from={fold}", "lr=1e-9", "min_lr=1e-9")
+    assert f"weights from {fold}" in out.stderr
+    assert _card_training(tmp_path / "fine" / "fold0")["init_from"] == str(fold)
+    pre, fine = _weights(fold / "best.safetensors"), _weights(tmp_path / "fine" / "fold0" /
+                                                            "best.safetensors")
+    conv = [k for k in pre if k.endswith("weight") and pre[k].ndim == 3][0]
+    assert torch.allclose(pre[conv], fine[conv], atol=1e-6)
+
+    # Another model, or another input kind, cannot start from it.
+    bad = subprocess.run([sys.executable, "-m", "train", *common, "name=bad", f"init_from={fold}",
+                          "model.name=g2net_1d_small"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2
+    assert "init_from" in bad.stderr and "g2net_1d_tiny" in bad.stderr
+
+    # A CQT model on injections (images made per batch on the device) and source=both.
+    _run("--config", TINY, f"store={store}", f"out={tmp_path}", "n_folds=4", "batch_size=8",
+         "epochs=1", f"inject.bank={bank}", "name=cqt", "source=both")
+    assert _card_training(tmp_path / "cqt" / "fold0")["source"] == "both"
+
+
+@pytest.mark.timeout(600)
+def test_simulated_and_strain_noise_with_frozen_validation(real_store, tmp_path):
+    """Noise from the generator's PSDs, and from long strain in GWF files (a gap included),
+    each validated on frozen injections: the card says so, no out-of-fold file is written,
+    and two runs with the same seeds agree."""
+    from data.sim.frames import GWFWriter, strain_path
+    from data.sim.physics import coloured_noise
+
+    store, bank, _ = real_store
+    common = ["--config", TINY1D, f"store={store}", f"out={tmp_path}", "n_folds=4",
+              "batch_size=8", "epochs=1", f"inject.bank={bank}", "source=inject",
+              "inject.samples_per_epoch=48", "inject.validation=injections",
+              "inject.n_validation=24"]
+    _run(*common, "name=gauss", "inject.noise=gaussian")
+    fold = tmp_path / "gauss" / "fold0"
+    assert _card_training(fold)["inject"]["noise"] == "gaussian"
+    assert not (fold / "oof.csv").exists()
+
+    rng = np.random.default_rng(0)
+    strain = np.concatenate([coloured_noise(rng, 4096 * 4) for _ in range(2)], axis=1)
+    items = []
+    for row, ifo in enumerate(("H1", "L1", "V1")):
+        path = strain_path(tmp_path / "strain", ifo, 1_300_000_000, 16, "gwf")
+        path.parent.mkdir(exist_ok=True)
+        w = GWFWriter(path, ifo, 1_300_000_000, 2048)
+        w.write(0, strain[row])
+        w.close()
+        items.append(f"{ifo}={path}")
+    for name in ("s1", "s2"):
+        _run(*common, f"name={name}", "inject.noise=strain", f"inject.strain=[{','.join(items)}]",
+             "inject.strain_psd=local")
+    a = _weights(tmp_path / "s1" / "fold0" / "best.safetensors")
+    b = _weights(tmp_path / "s2" / "fold0" / "best.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _card_training(tmp_path / "s1" / "fold0")["inject"]["strain_psd"] == "local"
+
+
+@pytest.mark.timeout(600)
+def test_resume_after_sigkill_is_exact_with_injections(real_store, tmp_path):
+    """Kill -9 after a mid-epoch checkpoint of an injection run, resume=auto: the same
+    weights as no kill (each batch's injections are a function of where it falls)."""
+    store, bank, _ = real_store
+    args = ["--config", TINY1D, f"store={store}", "n_folds=4", "batch_size=8", "epochs=2",
+            f"inject.bank={bank}", "source=inject", "inject.samples_per_epoch=160",
+            "checkpoint_every_steps=4", "seed=3", "inject.curriculum_start=20",
+            "inject.curriculum_steps=30", "name=r"]
+    _run(*args, f"out={tmp_path / 'a'}")
+    fold_b = tmp_path / "b" / "r" / "fold0"
+    proc = subprocess.Popen([sys.executable, "-m", "train", *args, f"out={tmp_path / 'b'}"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            marks = [json.loads(Path(p).read_text())
+                     for p in glob.glob(str(fold_b / "checkpoints" / "*" / "COMPLETE"))]
+            if any(m["batches_done"] > 0 for m in marks):
+                break
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    latest = checkpoints.latest_checkpoint(fold_b)
+    assert json.loads((latest / "COMPLETE").read_text())["batches_done"] > 0
+    done = _run(*args, f"out={tmp_path / 'b'}", "resume=auto")
+    assert f"resumed from {latest}" in done.stderr
+    a = _weights(tmp_path / "a" / "r" / "fold0" / "best.safetensors")
+    b = _weights(fold_b / "best.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_config_errors(real_store, tmp_path):
+    store, bank, _ = real_store
+    base = [sys.executable, "-m", "train", "--config", TINY1D, f"store={store}",
+            f"out={tmp_path}", "n_folds=4", "batch_size=8"]
+    cases = [
+        (["source=inject"], "inject.bank: source=inject needs a waveform bank"),
+        (["source=inject", f"inject.bank={bank}", "inject.snr=gauss:1"], "inject.snr: bad SNR"),
+        (["source=inject", f"inject.bank={bank}", "inject.merger_window=[0.5,1.99]"],
+         "max-merger-time"),
+        (["source=inject", f"inject.bank={tmp_path}/none"], "no waveform bank here"),
+        (["source=inject", f"inject.bank={bank}", "inject.noise=strain"], "inject.strain"),
+    ]
+    for extra, message in cases:
+        out = subprocess.run([*base, *extra], cwd=REPO, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 2, (extra, out.stderr[-2000:])
+        assert message in out.stderr, (extra, out.stderr[-2000:])

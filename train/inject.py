@@ -1,0 +1,184 @@
+"""Training samples with signals injected on the fly (``source: inject`` or ``both``): the noise
+source, the waveform bank and the injector of :mod:`data.inject` put together with stage one's
+own whitening and CQT, built from the training store's recorded config and PSD, so that an
+injected sample reaches the model exactly as a stored sample holding the same strain would.
+
+Each batch is drawn from a generator seeded by (seed, epoch, batch, process): no state to
+checkpoint, a resumed run draws what the uninterrupted run drew, and every process draws its
+own. The 2D models get the CQT computed per batch on the device (float16, as stage one stores
+it); the 1D models the whitened strain (float16, likewise).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data import store as zstore
+from data.config import from_dict
+from data.inject.bank import BankError, open_bank
+from data.inject.injector import Injector, batch_generator
+from data.inject.noise import GaussianNoise, StoreNoise, StrainNoise, local_psd
+from data.inject.snr import SNRPrior
+from data.inputs.loader import PAD_INDEX
+from preprocess.config import PreprocessConfig
+from preprocess.spectral import median_psd, periodograms, tukey
+from preprocess.transforms import CQT, Whiten
+from train.config import TrainConfig, TrainError
+
+log = logging.getLogger("train")
+
+# Keys of the generators' seeds, so that training and validation draws never coincide.
+_TRAIN, _VALIDATION = 1, 2
+
+
+def stored_form(g, kind: str, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Whitened strain (B, 3, T) -> what the store holds for ``kind``: the CQT magnitude
+    (B, 3, n_bins, n_frames) by the store's own CQT settings, or the strain itself; float16
+    either way, as stage one writes them."""
+    if kind == "waves":
+        return lambda x: x.to(torch.float16)
+    cfg = from_dict(PreprocessConfig, g.attrs["config"])
+    cqt = CQT.from_config(cfg.cqt).to(device)
+    return lambda x: cqt(x).to(torch.float16)
+
+
+@dataclass
+class Injection:
+    """Everything a run needs to make injected batches (:func:`build`)."""
+
+    injector: Injector
+    noise: object  # StoreNoise | GaussianNoise | StrainNoise
+    to_stored: Callable[[torch.Tensor], torch.Tensor]
+    positive_fraction: float
+    incoherent_fraction: float
+    seed: int
+    rank: int
+    record: dict  # what the model card says the model was trained on
+
+    def batch(self, n: int, gen: torch.Generator, step: int = 0):
+        """(stored-form x, targets (n,) float32) for one batch of ``n``."""
+        out = self.injector.inject(self.noise.batch(n, gen), gen,
+                                   positive_fraction=self.positive_fraction,
+                                   incoherent_fraction=self.incoherent_fraction, step=step)
+        return self.to_stored(out.x), out.target
+
+    def train_batches(self, epoch: int, start: int, stop: int, batch_size: int,
+                      step: Callable[[], int]) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Batches ``start..stop-1`` of ``epoch`` on this process: (x, targets, index) with
+        index -1 (no store row). ``step()`` is read as each batch is made (the curriculum)."""
+        for b in range(start, stop):
+            gen = batch_generator(self.seed, _TRAIN, epoch, b, self.rank,
+                                  device=self.injector.device)
+            x, target = self.batch(batch_size, gen, step())
+            yield x, target, torch.full((batch_size,), PAD_INDEX, device=x.device)
+
+    def validation_set(self, n: int, seed: int, batch_size: int, rank: int, world: int,
+                       noise=None) -> list[tuple[torch.Tensor, ...]]:
+        """A frozen set of ``n`` injections (the same for every run with ``seed``, whatever the
+        number of processes), this process's share as batches (x, targets, index), padded
+        with index -1 so every process has as many batches."""
+        noise = noise or self.noise
+        per_rank = -(-n // world)
+        blocks = []
+        for first in range(0, n, batch_size):
+            m = min(batch_size, n - first)
+            gen = batch_generator(seed, _VALIDATION, first, device=self.injector.device)
+            out = self.injector.inject(noise.batch(m, gen), gen,
+                                       positive_fraction=self.positive_fraction,
+                                       incoherent_fraction=self.incoherent_fraction)
+            idx = torch.arange(first, first + m, device=out.x.device)
+            blocks.append((self.to_stored(out.x), out.target, idx))
+        x, t, i = (torch.cat(parts) for parts in zip(*blocks))
+        mine = torch.arange(rank, n, world, device=x.device)
+        pad = per_rank - mine.numel()
+        x, t, i = x[mine], t[mine], i[mine]
+        if pad:
+            x = torch.cat([x, x[:pad]])
+            t = torch.cat([t, t[:pad]])
+            i = torch.cat([i, torch.full((pad,), PAD_INDEX, device=x.device)])
+        return [(x[k:k + batch_size], t[k:k + batch_size], i[k:k + batch_size])
+                for k in range(0, per_rank, batch_size)]
+
+
+def _whitener(g, psd: np.ndarray, device: torch.device) -> Whiten:
+    cfg = from_dict(PreprocessConfig, g.attrs["config"])
+    return Whiten.from_config(cfg.whiten, psd).to(device)
+
+
+def _noise(cfg: TrainConfig, g, rows: np.ndarray, device: torch.device):
+    """The noise source of ``cfg.inject`` and the PSD it is whitened with; ``rows``: the store
+    rows whose target-0 samples it may use (noise=store)."""
+    i = cfg.inject
+    psd = zstore.read_psd(g)
+    if i.noise == "store":
+        targets = np.asarray(g["targets"][:])
+        valid = np.asarray(g["valid"][:], dtype=bool)
+        rows = rows[(targets[rows] == 0) & valid[rows]]
+        return StoreNoise(cfg.store, rows, device, i.shuffle_detectors), psd
+    if i.noise == "gaussian":
+        return GaussianNoise(_whitener(g, psd, device), device), psd
+    from data.strain import StrainError, parse_strain, read_strain
+
+    try:
+        strain = read_strain(parse_strain(i.strain), sample_rate=int(g.attrs["transform"]
+                                                                      ["sample_rate"]))
+    except StrainError as e:
+        raise TrainError(f"inject.strain: {e}") from None
+    if i.strain_psd == "local":
+        alpha = from_dict(PreprocessConfig, g.attrs["config"]).whiten.alpha
+        n_time = int(g.attrs["transform"]["n_time"])
+        window = tukey(n_time, alpha)
+        psd = local_psd(strain.data, lambda segs: median_psd(periodograms(segs, window)), n_time)
+    noise = StrainNoise(strain.data, _whitener(g, psd, device), device)
+    log.info("inject: strain noise, %s s of clean windows per detector, whitened with the %s "
+             "PSD", ", ".join(f"{s:.0f}" for s in noise.clean_seconds), i.strain_psd)
+    return noise, psd
+
+
+def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device, rank: int
+          ) -> Injection:
+    """The run's injection: bank, noise from ``rows`` (the fold's training rows), injector,
+    stored form. TrainError for a bank, noise or window that cannot serve."""
+    i = cfg.inject
+    try:
+        bank = open_bank(i.bank, i.max_waveforms)
+    except BankError as e:
+        raise TrainError(f"inject.bank: {e}") from None
+    try:
+        noise, psd = _noise(cfg, g, rows, device)
+        snr = SNRPrior.parse(i.snr, i.curriculum_start, i.curriculum_steps)
+        injector = Injector(bank, _whitener(g, psd, device), psd, snr,
+                            merger_window=tuple(i.merger_window), device=device)
+    except (ValueError, zstore.StoreError) as e:
+        raise TrainError(f"inject: {e}") from None
+    record = {"bank": bank.describe(), "noise": i.noise, "snr": i.snr,
+              "curriculum": ([i.curriculum_start, i.curriculum_steps]
+                             if i.curriculum_start is not None else None),
+              "positive_fraction": i.positive_fraction,
+              "incoherent_fraction": i.incoherent_fraction,
+              "merger_window": list(i.merger_window),
+              "shuffle_detectors": i.shuffle_detectors if i.noise == "store" else None,
+              "strain": list(i.strain) if i.noise == "strain" else None,
+              "strain_psd": i.strain_psd if i.noise == "strain" else None,
+              "validation": i.validation}
+    log.info("inject: %d waveforms from %s (%.0f MB in memory), noise=%s, SNR %s, %.0f%% "
+             "positives, %.0f%% incoherent negatives", len(bank.params), i.bank,
+             bank.polarisations.nbytes / 1e6, i.noise, i.snr, 100 * i.positive_fraction,
+             100 * i.incoherent_fraction)
+    return Injection(injector, noise, stored_form(g, kind, device), i.positive_fraction,
+                     i.incoherent_fraction, cfg.seed, rank, record)
+
+
+def validation_noise(cfg: TrainConfig, g, val_rows: np.ndarray, injection: Injection,
+                     device: torch.device):
+    """The noise of the frozen validation injections: the validation rows' target-0 samples
+    for noise=store (never a training sample's), the training source otherwise."""
+    if cfg.inject.noise != "store":
+        return injection.noise
+    noise, _ = _noise(cfg, g, val_rows, device)
+    return noise
