@@ -12,7 +12,8 @@ the exit status is 1 when any check fails.
 Checks: the suite's CUDA tests; every CQT implementation on the device against the CPU; stage
 one on the device beside the CPU (samples/s, and the stores agree) and with 4 processes
 sharing the GPU; one short bf16 epoch of a CQT model and of a 1D CNN, each with and without
-``compile``, and a resume; how far a resumed run drifts from an uninterrupted one; inference
+``compile``, and a resume; how far a resumed run drifts from an uninterrupted one; an epoch
+on signals injected on the device, and what an injected batch costs beside a step; inference
 from the store and from the raw files agreeing; the search on a few minutes of strain. Peak
 GPU memory of each step is sampled with nvidia-smi where there is one.
 """
@@ -277,6 +278,34 @@ def resume_drift(work: Path, config: str, mixed: str, extra: tuple[str, ...],
             f"straight run {drift:.2e}{'' if exact else ' (deterministic=true)'}")
 
 
+def injection(work: Path, config: str, models: tuple[str, ...], mixed: str,
+              extra: tuple[str, ...]) -> str:
+    """Training on signals injected on the device (issue 18): a bank, one epoch of
+    ``source=inject`` through accelerate launch, then bench/bench_inject.py's median cost of
+    an injected batch (projection, whitening, SNR, and the CQT for a 2D model) against a
+    training step of each model. FAIL when an injected batch costs more than a step: it
+    would be the bottleneck."""
+    bank = work / "bank.zarr"
+    ok(sh(PY, "-m", "data.inject.bank", "--out", str(bank), "--n", "256", "--quiet"))
+    proc = launch(1, "-m", "train", "--config", REPO / "configs" / "train" / config,
+                  f"store={work / 'cache' / 'train.zarr'}", f"out={work / 'runs'}",
+                  "name=inject", "fold=0", "epochs=1", "progress=false", "source=inject",
+                  f"inject.bank={bank}", "inject.samples_per_epoch=512",
+                  "inject.incoherent_fraction=0.2", *extra, mixed=mixed, timeout=900)
+    ok(proc)
+    out = work / "bench_inject.json"
+    ok(sh(PY, str(REPO / "bench" / "bench_inject.py"), "--store",
+          str(work / "cache" / "train.zarr"), "--bank", str(bank), "--repeats", "10",
+          "--max-waveforms", "256", "--models", *models, "--json", str(out)))
+    figures = json.loads(out.read_text())["models"]
+    slow = [m for m, f in figures.items() if f["ratio"] >= 1]
+    text = ", ".join(f"{m}: {1e3 * f['inject_s']:.1f} ms = {100 * f['ratio']:.1f} % of a "
+                     f"{1e3 * f['step_s']:.1f} ms step" for m, f in figures.items())
+    if slow:
+        raise RuntimeError(f"an injected batch costs more than a training step: {text}")
+    return text
+
+
 def inference_paths(work: Path, name: str) -> str:
     """The same run predicting the store and the raw files: the same submission."""
     runs = work / "runs" / name
@@ -355,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
                       train_epoch, work, config, f"{name}{'-c' if compile_ else ''}", compile_,
                       mixed, small)
     run_check(checks, "resume drift", resume_drift, work, wave, mixed, small, not gpu)
+    run_check(checks, "training on injections, and their cost", injection, work, wave,
+              ("g2net_1d_v3", "efficientnet_b0") if gpu else ("g2net_1d_tiny",
+                                                              "test_efficientnet"), mixed, small)
     run_check(checks, "inference: store vs raw files", inference_paths, work, "cnn")
     run_check(checks, "search over long strain", search, work, "cnn", 180 if gpu else 128)
 

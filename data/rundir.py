@@ -91,6 +91,24 @@ class ModelCard:
     card_schema: int = CARD_SCHEMA
 
 
+def describe_training(card: ModelCard) -> str:
+    """One line on what the card's model was trained on (its ``training`` record), for logs:
+    ``injections (20000 IMRPhenomPv2 waveforms, SNR uniform:2,16, noise store) from runs/pre``."""
+    t = card.training
+    if not t:
+        return "the labelled store (a card from before training records)"
+    what = {"store": "the labelled store", "both": "the labelled store and injections",
+            "inject": "injections"}.get(t.get("source"), str(t.get("source")))
+    inj = t.get("inject")
+    if inj:
+        bank = inj.get("bank", {})
+        what += (f" ({bank.get('n_used', '?')} {bank.get('prior', {}).get('approximant', '?')} "
+                 f"waveforms, SNR {inj.get('snr')}, noise {inj.get('noise')})")
+    if t.get("init_from"):
+        what += f", starting from {t['init_from']}"
+    return what
+
+
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB pieces."""
     h = hashlib.sha256()

@@ -19,6 +19,7 @@ from data.rundir import (
     CARD_FILE,
     WEIGHTS_FILE,
     ModelCard,
+    describe_training,
     read_card,
     verify_weights,
 )
@@ -146,6 +147,8 @@ def load_folds(runs: list[str | Path | None], checkpoints: list[str] = (),
             fold = load_fold(d)
             fold.member = member
             folds.append(fold)
+            log.info("%s: %s trained on %s", d, fold.card.model_name,
+                     describe_training(fold.card))
     check_folds(folds)
     return folds
 

@@ -220,3 +220,56 @@ def test_config_errors(real_store, tmp_path):
                              timeout=120)
         assert out.returncode == 2, (extra, out.stderr[-2000:])
         assert message in out.stderr, (extra, out.stderr[-2000:])
+
+
+def test_inference_reads_what_a_model_was_trained_on(real_store, tmp_path):
+    """The injection run's card through inference's loader: what it says in its log."""
+    store, bank, _ = real_store
+    _run("--config", TINY1D, f"store={store}", f"out={tmp_path}", "n_folds=4", "batch_size=8",
+         "epochs=1", f"inject.bank={bank}", "source=inject", "inject.samples_per_epoch=16",
+         "name=p", "inject.snr=fixed:9")
+    out = subprocess.run([sys.executable, "-m", "infer", "--runs", str(tmp_path / "p"),
+                          "--store", str(store), "--out", str(tmp_path / "s.csv"), "--quiet"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert ("g2net_1d_tiny trained on injections (32 IMRPhenomPv2 waveforms, SNR fixed:9, "
+            "noise store)") in out.stderr
+
+
+@pytest.mark.timeout(600)
+def test_two_processes_draw_their_own_injections(real_store, tmp_path, launch):
+    """Each process's batches differ (the seed holds the process), the frozen validation set
+    is the same whatever the number of processes, and a two-process gloo run with an odd
+    validation set (padded per process) finishes."""
+    from train import inject
+    from train.config import InjectConfig, TrainConfig
+
+    store, bank, _ = real_store
+    g = zstore.require_complete(store)
+    cfg = TrainConfig(store=str(store), source="inject",
+                      inject=InjectConfig(bank=str(bank), snr="fixed:10"))
+    rows = np.arange(int(g.attrs["n"]))
+    made = [inject.build(cfg, g, "waves", rows, torch.device("cpu"), rank=r) for r in (0, 1)]
+    first = [next(m.train_batches(0, 0, 1, 8, step=lambda: 0))[0] for m in made]
+    assert not torch.equal(first[0], first[1])
+    again = next(inject.build(cfg, g, "waves", rows, torch.device("cpu"), rank=0)
+                 .train_batches(0, 0, 1, 8, step=lambda: 0))[0]
+    assert torch.equal(first[0], again)
+    one = made[0].validation_set(21, 5, 8, rank=0, world=1)
+    two = [made[0].validation_set(21, 5, 8, rank=r, world=2) for r in (0, 1)]
+    assert len(two[0]) == len(two[1])  # every process evaluates as many batches
+    index = torch.cat([b[2] for part in two for b in part])
+    assert sorted(index[index >= 0].tolist()) == list(range(21))
+    whole = torch.cat([b[0] for b in one])
+    for part in two:
+        for x, _, i in part:
+            keep = i >= 0
+            assert torch.equal(x[keep], whole[i[keep]])
+
+    proc = launch(2, "train", "--config", TINY1D, f"store={store}", f"out={tmp_path}",
+                  "n_folds=4", "batch_size=8", "epochs=1", f"inject.bank={bank}",
+                  "source=inject", "inject.samples_per_epoch=64", "inject.validation=injections",
+                  "inject.n_validation=21", "name=ddp", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 2 process(es)" in proc.stderr
+    assert read_card(tmp_path / "ddp" / "fold0").training["source"] == "inject"
