@@ -40,7 +40,8 @@ bench: install
 # their stack on the standard synthetic set, and the likelihood-ratio bounds on the same
 # samples (12 min); the CQT presets compared by AUC (about 3 h); then the 1D and CQT
 # data-scaling points (hours each; the 256,000-sample set needs about 45 GB of disk while it is
-# made) and the stack of the two 256,000-sample models (the README's best detector).
+# made) and the stack of the two 256,000-sample models (the README's best detector); training
+# with injections against the fixed set (about 1 h) and the injection's cost beside a step.
 quality: install
 	bash bench/bench_quality.sh
 	$(PY) bench/bench_ceiling.py --data quality-data/data --out runs/quality/ceiling --jobs 2 \
@@ -54,6 +55,8 @@ quality: install
 	  --store scaling-data/n256000/cache/test.zarr --out runs/scaling/stack_n256000.csv \
 	  --truth quality-data/data/truth.csv --bank runs/quality/mf.csv --quiet \
 	  members=stack "tta=[swap,flip]"
+	MF=runs/quality/mf.csv bash bench/bench_inject_quality.sh quality-data runs/inject
+	$(PY) bench/bench_inject.py --store quality-data/cache/train.zarr --bank quality-data/bank100k
 
 clean:
 	rm -rf runs/demo demo-data
