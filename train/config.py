@@ -58,7 +58,7 @@ class InjectConfig:
     "Training with injections")."""
 
     bank: str | None = None  # waveform bank (python -m data.inject.bank)
-    max_waveforms: int | None = None  # the bank's first N held in memory (39 KB each); null = all
+    max_waveforms: int | None = None  # the bank's first N held in memory (38 KB each); null = all
     # Where the noise comes from: the store's target-0 whitened waves (the fold's training rows),
     # Gaussian noise from the generator's PSDs, or long strain (GWF / GWOSC HDF5).
     noise: Literal["store", "gaussian", "strain"] = "store"  # store | gaussian | strain

@@ -26,7 +26,7 @@ from data.config import (
 )
 from data.inputs.loader import StoreBlocks, batches
 from preprocess.config import identity_drift
-from train import checkpoints, inject
+from train import checkpoints
 from train.config import TrainConfig, TrainError
 from train.engine import BatchTransform, TrainState, evaluate, train_one_epoch
 from train.folds import stratified_folds
@@ -238,8 +238,16 @@ def train_fold(cfg: TrainConfig) -> dict:
     val_ds = StoreBlocks(cfg.store, val_rows, batch_size=cfg.batch_size, shuffle=False,
                          buffer_chunks=cfg.loader.shuffle_buffer_chunks, rank=rank,
                          world_size=world, arrays=(kind,))
-    injection = (inject.build(cfg, g, kind, train_rows, accelerator.device, rank)
-                 if cfg.source != "store" else None)
+    injection = None
+    if cfg.source != "store":
+        # Imported here: injections need lalsuite (the synth extra); training on a store not.
+        try:
+            from train import inject
+        except ImportError as e:
+            raise TrainError(f"source={cfg.source} needs lalsuite (pip install -e '.[synth]'): "
+                             f"{e}") from None
+
+        injection = inject.build(cfg, g, kind, train_rows, accelerator.device, rank)
     if cfg.source == "inject":
         per_epoch = cfg.inject.samples_per_epoch // (cfg.batch_size * world)
         batches_per_epoch = per_epoch // cfg.grad_accum * cfg.grad_accum

@@ -309,7 +309,7 @@ class Bank:
 
 def open_bank(path: str | Path, limit: int | None = None) -> Bank:
     """Read a finished bank (its first ``limit`` waveforms, all when None) into memory:
-    ``length * 8`` bytes a waveform (39 KB at the defaults). BankError for a missing,
+    ``length * 8`` bytes a waveform (38 KB at the defaults). BankError for a missing,
     unfinished or changed one; :class:`data.store.StoreDamaged` for a chunk failing its
     checksum."""
     path = Path(path)

@@ -277,3 +277,22 @@ def test_two_processes_draw_their_own_injections(real_store, tmp_path, launch):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 2 process(es)" in proc.stderr
     assert read_card(tmp_path / "ddp" / "fold0").training["source"] == "inject"
+
+
+def test_training_without_lalsuite(train_store, real_store, tmp_path):
+    """A plain install has no lalsuite: training on a store still works, and a run with
+    injections says what to install (lal and lalsimulation hidden from the process)."""
+    hide = ("import sys, runpy; sys.modules['lal'] = None; sys.modules['lalsimulation'] = None;"
+            " sys.argv = ['train'] + sys.argv[1:]; runpy.run_module('train', run_name='__main__')")
+    base = [sys.executable, "-c", hide, "--config", TINY, "n_folds=4", "batch_size=16",
+            "epochs=1", f"out={tmp_path}"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    ok = subprocess.run([*base, f"store={train_store}", "name=plain"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300, env=env)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    store, bank, _ = real_store
+    bad = subprocess.run([*base, f"store={store}", "name=inj", "source=inject",
+                          f"inject.bank={bank}", "batch_size=8"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 2, bad.stderr[-3000:]
+    assert "source=inject needs lalsuite" in bad.stderr
