@@ -179,3 +179,37 @@ def accelerate_launch_machines(n_machines: int, module: str, *args: str, env: di
 def launch_machines():
     """:func:`accelerate_launch_machines`: ``launch_machines(2, "preprocess", *args)``."""
     return accelerate_launch_machines
+
+
+def kill_training_mid_epoch(args: list[str], fold_dir: Path, timeout: float = 180,
+                            env: dict | None = None) -> Path:
+    """Start ``python -m train ARGS``, SIGKILL it (and its loader workers) as soon as a
+    mid-epoch checkpoint of ``fold_dir`` is complete, and return that checkpoint; fails when
+    the run ended first or the kill came after an epoch's end."""
+    import glob
+    import json
+    import signal
+    import time
+
+    from train import checkpoints
+
+    proc = subprocess.Popen([sys.executable, "-m", "train", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, **CPU_ONLY, **(env or {})})
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            marks = [json.loads(Path(p).read_text())
+                     for p in glob.glob(str(fold_dir / "checkpoints" / "*" / "COMPLETE"))]
+            if any(m["batches_done"] > 0 for m in marks):
+                break
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its loader worker, at once
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    latest = checkpoints.latest_checkpoint(fold_dir)
+    mark = json.loads((latest / "COMPLETE").read_text())
+    assert mark["batches_done"] > 0, f"the kill came after an epoch end: {mark}"
+    return latest
+

@@ -5,13 +5,9 @@ then fine-tune with ``init_from``; and what the model card records."""
 
 from __future__ import annotations
 
-import glob
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +20,7 @@ from data.inject.bank import BankSpec, make_bank
 from data.rundir import read_card
 from preprocess.config import PreprocessConfig
 from preprocess.transforms import Whiten
-from train import checkpoints
+from tests.conftest import kill_training_mid_epoch
 
 REPO = Path(__file__).resolve().parents[2]
 TINY1D = str(REPO / "configs" / "train" / "tiny1d.yaml")
@@ -186,23 +182,7 @@ def test_resume_after_sigkill_is_exact_with_injections(real_store, tmp_path):
             "inject.curriculum_steps=30", "name=r"]
     _run(*args, f"out={tmp_path / 'a'}")
     fold_b = tmp_path / "b" / "r" / "fold0"
-    proc = subprocess.Popen([sys.executable, "-m", "train", *args, f"out={tmp_path / 'b'}"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            marks = [json.loads(Path(p).read_text())
-                     for p in glob.glob(str(fold_b / "checkpoints" / "*" / "COMPLETE"))]
-            if any(m["batches_done"] > 0 for m in marks):
-                break
-            time.sleep(0.01)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    latest = checkpoints.latest_checkpoint(fold_b)
-    assert json.loads((latest / "COMPLETE").read_text())["batches_done"] > 0
+    latest = kill_training_mid_epoch([*args, f"out={tmp_path / 'b'}"], fold_b, timeout=240)
     done = _run(*args, f"out={tmp_path / 'b'}", "resume=auto")
     assert f"resumed from {latest}" in done.stderr
     a = _weights(tmp_path / "a" / "r" / "fold0" / "best.safetensors")

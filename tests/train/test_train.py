@@ -11,10 +11,8 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from data.config import load_config
 from data.inputs.images import prepare_images
 from data.metrics import roc_auc
 from data.rundir import file_sha256, read_card
+from tests.conftest import kill_training_mid_epoch
 from train import checkpoints
 from train.config import TrainConfig
 from train.folds import stratified_folds
@@ -202,24 +201,7 @@ def test_resume_after_sigkill_is_exact(kind_store, tmp_path):
     _run(*args, f"out={tmp_path / 'a'}")
 
     fold_b = tmp_path / "b" / "r" / "fold0"
-    proc = subprocess.Popen([sys.executable, "-m", "train", *args, f"out={tmp_path / 'b'}"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 180
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            marks = [json.loads(Path(p).read_text())
-                     for p in glob.glob(str(fold_b / "checkpoints" / "*" / "COMPLETE"))]
-            if any(m["batches_done"] > 0 for m in marks):
-                break
-            time.sleep(0.01)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the run and its loader worker, at once
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    latest = checkpoints.latest_checkpoint(fold_b)
-    mark = json.loads((latest / "COMPLETE").read_text())
-    assert mark["batches_done"] > 0, f"the kill came after an epoch end: {mark}"
+    latest = kill_training_mid_epoch([*args, f"out={tmp_path / 'b'}"], fold_b)
     done = _run(*args, f"out={tmp_path / 'b'}", "resume=auto")
     assert f"resumed from {latest}" in done.stderr
 
