@@ -111,17 +111,19 @@ def _whitener(g, psd: np.ndarray, device: torch.device) -> Whiten:
 
 
 def _noise(cfg: TrainConfig, g, rows: np.ndarray, device: torch.device):
-    """The noise source of ``cfg.inject`` and the PSD it is whitened with; ``rows``: the store
-    rows whose target-0 samples it may use (noise=store)."""
+    """The noise source of ``cfg.inject`` and the whitening it was (or is) whitened with, which
+    the injector applies to its signals; ``rows``: the store rows whose target-0 samples it may
+    use (noise=store)."""
     i = cfg.inject
     psd = zstore.read_psd(g)
     if i.noise == "store":
         targets = np.asarray(g["targets"][:])
-        valid = np.asarray(g["valid"][:], dtype=bool)
-        rows = rows[(targets[rows] == 0) & valid[rows]]
-        return StoreNoise(cfg.store, rows, device, i.shuffle_detectors), psd
+        rows = rows[targets[rows] == 0]
+        noise = StoreNoise(cfg.store, rows, device, i.shuffle_detectors)
+        return noise, _whitener(g, psd, device)
     if i.noise == "gaussian":
-        return GaussianNoise(_whitener(g, psd, device), device), psd
+        whiten = _whitener(g, psd, device)
+        return GaussianNoise(whiten, device), whiten
     from data.strain import StrainError, parse_strain, read_strain
 
     try:
@@ -134,10 +136,11 @@ def _noise(cfg: TrainConfig, g, rows: np.ndarray, device: torch.device):
         n_time = int(g.attrs["transform"]["n_time"])
         window = tukey(n_time, alpha)
         psd = local_psd(strain.data, lambda segs: median_psd(periodograms(segs, window)), n_time)
-    noise = StrainNoise(strain.data, _whitener(g, psd, device), device)
+    whiten = _whitener(g, psd, device)
+    noise = StrainNoise(strain.data, whiten, device)
     log.info("inject: strain noise, %s s of clean windows per detector, whitened with the %s "
              "PSD", ", ".join(f"{s:.0f}" for s in noise.clean_seconds), i.strain_psd)
-    return noise, psd
+    return noise, whiten
 
 
 def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device, rank: int
@@ -150,9 +153,9 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
     except BankError as e:
         raise TrainError(f"inject.bank: {e}") from None
     try:
-        noise, psd = _noise(cfg, g, rows, device)
+        noise, whiten = _noise(cfg, g, rows, device)
         snr = SNRPrior.parse(i.snr, i.curriculum_start, i.curriculum_steps)
-        injector = Injector(bank, _whitener(g, psd, device), psd, snr,
+        injector = Injector(bank, whiten, whiten.psd.cpu().numpy(), snr,
                             merger_window=tuple(i.merger_window), device=device)
     except (ValueError, zstore.StoreError) as e:
         raise TrainError(f"inject: {e}") from None
@@ -180,5 +183,4 @@ def validation_noise(cfg: TrainConfig, g, val_rows: np.ndarray, injection: Injec
     for noise=store (never a training sample's), the training source otherwise."""
     if cfg.inject.noise != "store":
         return injection.noise
-    noise, _ = _noise(cfg, g, val_rows, device)
-    return noise
+    return _noise(cfg, g, val_rows, device)[0]

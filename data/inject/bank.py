@@ -25,17 +25,19 @@ resumed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import multiprocessing
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from data import devices
 from data import store as zstore
+from data.inject.projection import EDGE_RAMP
 from data.layout import SAMPLE_RATE
 from data.sim import physics
 
@@ -46,9 +48,9 @@ PARAMS = ("mass1", "mass2", "spin1x", "spin1y", "spin1z", "spin2x", "spin2y", "s
           "inclination", "phase", "merger_offset")
 DEFAULT_CHUNK = 256
 # Room the projection needs before the latest merger it places: its buffer reaches
-# ``data.inject.projection.EDGE_RAMP * 2`` samples before the window, plus the largest
-# geocentre-to-detector delay (21.3 ms at V1, 44 samples) and a fractional sample.
-LEAD_ROOM = 2 * 128 + 48
+# ``2 * EDGE_RAMP`` samples before the window, plus the largest geocentre-to-detector delay
+# (21.3 ms at V1, 44 samples) and a fractional sample.
+LEAD_ROOM = 2 * EDGE_RAMP + 48
 POST_MERGER = 0.25  # s kept after the merger: the ringdown of 7 Msun + 7 Msun lasts ~10 ms
 
 
@@ -172,8 +174,6 @@ def make_chunk(spec: BankSpec, chunk: int) -> tuple[int, np.ndarray, np.ndarray]
 def _open_for_resume(path: Path, spec: BankSpec, overwrite: bool):
     """The bank at ``path`` to write into: a new one, or the one a killed run left with the
     same arguments. BankError for one made with others (unless ``overwrite``)."""
-    import zarr.codecs
-
     if (path / "zarr.json").is_file() and not overwrite:
         g = zstore._open_group(path, "r+")
         recorded = g.attrs.get("bank")
@@ -195,8 +195,7 @@ def _open_for_resume(path: Path, spec: BankSpec, overwrite: bool):
                    chunks=(spec.chunk_size, 2, spec.length), dtype="float32",
                    compressors=zstore.compressors("zstd", 3), fill_value=0,
                    config=zstore._WRITE_ALL)
-    small = {"compressors": (zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()),
-             "config": zstore._WRITE_ALL}
+    small = {"compressors": zstore._SMALL, "config": zstore._WRITE_ALL}
     g.create_array("params", shape=(spec.n, len(PARAMS)), chunks=(spec.chunk_size, len(PARAMS)),
                    dtype="float64", fill_value=0, **small)
     g.create_array("done", shape=(n_chunks,), chunks=(1,), dtype="bool", fill_value=False,
@@ -244,10 +243,11 @@ def make_bank(path: str | Path, spec: BankSpec, *, jobs: int = 1, overwrite: boo
     bar = progress_bar(total=spec.n, initial=spec.n - left, desc="bank", unit="waveform",
                        disable=not progress)
     start = time.perf_counter()
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(jobs) if jobs > 1 else _Serial() as pool:
-        for chunk, p, q in pool.imap_unordered(_make_chunk_star,
-                                               [(spec, c) for c in todo]):
+    with contextlib.ExitStack() as stack:
+        # jobs=1 in this process: no fork, readable tracebacks.
+        imap = (stack.enter_context(multiprocessing.get_context("fork").Pool(jobs))
+                .imap_unordered if jobs > 1 else map)
+        for chunk, p, q in imap(_make_chunk_star, [(spec, c) for c in todo]):
             sl = slices[chunk]
             pol[sl] = p
             params[sl] = q
@@ -270,20 +270,6 @@ def make_bank(path: str | Path, spec: BankSpec, *, jobs: int = 1, overwrite: boo
 
 def _make_chunk_star(args):
     return make_chunk(*args)
-
-
-class _Serial:
-    """``Pool``'s imap_unordered in this process (jobs=1: no fork, readable tracebacks)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def imap_unordered(fn, items):
-        return map(fn, items)
 
 
 @dataclass
@@ -330,8 +316,6 @@ def open_bank(path: str | Path, limit: int | None = None) -> Bank:
                 int(g.attrs["merger_index"]), int(g.attrs["sample_rate"]), dict(g.attrs))
 
 
-def default_jobs() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
 
 
 PROG = "g2net-bank"
@@ -355,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-merger-time", type=float, default=1.9,
                     help="latest merger time in a 2-s sample the bank must serve (s, default 1.9)")
     ap.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
-    ap.add_argument("--jobs", type=int, default=default_jobs(),
+    ap.add_argument("--jobs", type=int, default=devices.cpu_threads(spare=0),
                     help="processes (default: the CPUs this process may use)")
     ap.add_argument("--overwrite", action="store_true", help="replace a bank made otherwise")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")

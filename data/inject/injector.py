@@ -32,9 +32,6 @@ from data.inject.snr import SNRPrior, rescale
 from data.layout import N_TIME, SAMPLE_RATE
 from data.sim.physics import GPS_REFERENCE
 
-# The projection's buffer reaches this far before the window (2 x its edge ramp).
-_PROJECTION_PAD = 256
-
 
 def psd_on_grid(psd: np.ndarray, n_time: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A (3, n_freq) one-sided PSD on a grid from 0 to fs / 2, interpolated (linearly, as an
@@ -75,11 +72,11 @@ class Injector:
                  device: torch.device | str = "cpu", n_time: int = N_TIME,
                  gps: float = GPS_REFERENCE):
         lo, hi = merger_window
-        latest = (bank.merger_index - _PROJECTION_PAD - 48) / bank.sample_rate
+        latest = float(bank.attrs["bank"]["max_merger_time"])
         if not 0 <= lo <= hi <= latest:
             raise ValueError(
                 f"merger_window {list(merger_window)}: need 0 <= earliest <= latest <= "
-                f"{latest:.3f} s, the latest merger time bank {bank.path} holds inspiral for "
+                f"{latest:g} s, the latest merger time bank {bank.path} holds inspiral for "
                 "(make a bank with a larger --max-merger-time)")
         if bank.sample_rate != SAMPLE_RATE:
             raise ValueError(f"bank {bank.path} is at {bank.sample_rate} Hz, not {SAMPLE_RATE}")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from data import store as zstore
+from data.inputs.loader import StoreBlocks
 from data.layout import N_TIME, SAMPLE_RATE
 from data.sim import physics
 
@@ -41,21 +42,16 @@ class StoreNoise:
 
     def __init__(self, path: str, rows: np.ndarray, device: torch.device | str = "cpu",
                  shuffle_detectors: bool = True):
-        g = zstore.open_store(path)
-        if "waves" not in g:
+        if "waves" not in zstore.open_store(path):
             raise zstore.StoreError(f"{path}: injection into a store's noise needs its whitened "
                                     "strain: preprocess with save_waves=true")
-        rows = np.sort(np.asarray(rows, dtype=np.int64))
-        if rows.size == 0:
-            raise ValueError(f"{path}: no noise samples to inject into")
-        cs = int(g.attrs["chunk_size"])
-        waves = g["waves"]
-        parts = []
-        for chunk in np.unique(rows // cs):  # whole chunks: a row read alone decodes its chunk
-            sl = zstore.chunk_slice(int(chunk), int(g.attrs["n"]), cs)
-            block = np.asarray(waves[sl])
-            parts.append(block[rows[(rows >= sl.start) & (rows < sl.stop)] - sl.start])
-        self.waves = torch.from_numpy(np.concatenate(parts)).to(device)
+        # Whole chunks, each decoded once: the loader's own reader (invalid rows dropped).
+        try:
+            blocks = StoreBlocks(path, np.sort(np.asarray(rows, dtype=np.int64)), batch_size=1,
+                                 shuffle=False, arrays=("waves",))
+        except ValueError:  # no valid row among them
+            raise ValueError(f"{path}: no noise samples to inject into") from None
+        self.waves = blocks.read_block(blocks.indices)[0].to(device)
         self.device = torch.device(device)
         self.shuffle_detectors = shuffle_detectors
 
