@@ -253,7 +253,8 @@ def plots_for_scores(ids, pred, truth, result: dict, out_dir: str | Path) -> dic
 
 def plot_timeline(times: np.ndarray, scores: np.ndarray, trigger_times: np.ndarray,
                   trigger_scores: np.ndarray, injection_times: np.ndarray | None,
-                  injection_found: np.ndarray | None, out: str | Path, t0: float) -> Path:
+                  injection_found: np.ndarray | None, out: str | Path, t0: float,
+                  statistic: str = "ranking statistic (ensemble logit)") -> Path:
     """Zero-lag window scores against time (each at its window's trigger time, s from GPS
     ``t0``), the triggers as dots, injections as vertical lines (green: found at the strictest
     FAR threshold, red: not)."""
@@ -268,8 +269,7 @@ def plot_timeline(times: np.ndarray, scores: np.ndarray, trigger_times: np.ndarr
                        label=("injection, found" if found else "injection, missed")
                        if i == 0 else None)
     ax.set_xlabel(f"time since GPS {t0:.0f} (s)")
-    ax.set_ylabel("ensemble probability")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel(statistic)
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, out)

@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> None:
         epilog=config_help(SearchConfig),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--runs", type=Path, help="run directory (runs/NAME with fold*/) or one fold")
+    ap.add_argument("--runs", type=Path, nargs="+", metavar="RUN",
+                    help="run directories (runs/NAME with fold*/) or single folds; several are "
+                         "combined on their logits (docs/search.md)")
+    ap.add_argument("--matched-filter", action="store_true",
+                    help="the matched-filter search with the project's template bank instead "
+                         "of a model (no --runs; keys matched_filter.*)")
     ap.add_argument("--strain", nargs="+", required=True, metavar="IFO=PATH",
                     help="H1=PATH L1=PATH V1=PATH; PATH: a GWF/HDF5 file, several separated by "
                          "commas, or a glob")
@@ -84,6 +89,19 @@ def main(argv: list[str] | None = None) -> None:
                 raise ConfigError(f"--channel {item!r}: expected IFO=NAME with IFO one of "
                                   f"{', '.join(DETECTORS)}")
             cfg.channels[ifo] = name
-        summary = run(args.runs, strain, args.out, cfg, injections=args.injections,
-                      rescore=args.rescore, accelerator=Accelerator(), progress=not args.quiet)
+        if args.matched_filter:
+            if args.runs:
+                raise ConfigError("--matched-filter searches with the template bank: give no "
+                                  "--runs")
+            from infer.search.mf import run as run_mf
+
+            summary = run_mf(strain, args.out, cfg, injections=args.injections,
+                             rescore=args.rescore, accelerator=Accelerator(),
+                             progress=not args.quiet)
+        else:
+            if not args.runs:
+                raise ConfigError("--runs: give a run directory (or --matched-filter)")
+            summary = run(args.runs, strain, args.out, cfg, injections=args.injections,
+                          rescore=args.rescore, accelerator=Accelerator(),
+                          progress=not args.quiet)
     print(format_summary(summary))

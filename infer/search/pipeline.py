@@ -82,9 +82,9 @@ def check_length(strain: Strain, n_time: int, cfg: SearchConfig) -> None:
                           f"({files})")
 
 
-def run(runs: str | Path | None, strain: list[str], out: str | Path, cfg: SearchConfig,
-        injections: str | Path | None = None, rescore: bool = False, accelerator=None,
-        progress: bool = True) -> dict:
+def run(runs: list[str | Path] | str | Path | None, strain: list[str], out: str | Path,
+        cfg: SearchConfig, injections: str | Path | None = None, rescore: bool = False,
+        accelerator=None, progress: bool = True) -> dict:
     """The whole search (docs/search.md, Notes from the code); returns the summary written to
     summary.json."""
     from accelerate import Accelerator
@@ -93,7 +93,9 @@ def run(runs: str | Path | None, strain: list[str], out: str | Path, cfg: Search
     out = Path(out)
     accelerator = accelerator or Accelerator()
     # Everything that can refuse the inputs does so before the first window is scored.
-    folds = load_folds([runs], cfg.checkpoints, check_card=check_card)
+    if runs is None or isinstance(runs, (str, Path)):
+        runs = [runs]
+    folds = load_folds(list(runs), cfg.checkpoints, check_card=check_card)
     card = folds[0].card
     fs, n_time = int(card.transform["sample_rate"]), int(card.transform["n_time"])
     grid_stride = whole_samples(cfg.stride, fs, "stride")
@@ -126,13 +128,28 @@ def run(runs: str | Path | None, strain: list[str], out: str | Path, cfg: Search
                  out / WINDOWS_FILE)
         cached = True
 
+    summary = report(ws, cfg, out, table, cfg.trigger_offset, injections=injections,
+                     extra={"folds": [f.name for f in folds], "cached": cached})
+    summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, offset: float,
+           injections: str | Path | None = None, extra: dict | None = None,
+           statistic: str = "ranking statistic (ensemble logit)") -> dict:
+    """Everything after the scores, shared by every search that makes a :class:`WindowScores`
+    (the neural search, the matched-filter search): the injection veto, triggers, FARs, found
+    injections, ``triggers.csv``, ``background.csv``, ``found.csv``, the plots; returns the
+    summary (without its total time: the caller adds it and writes summary.json).
+    ``offset``: s from a window's start to its trigger time; ``statistic``: the score's name
+    on the timeline plot."""
     t = time.perf_counter()
     n_zero = int(np.isfinite(ws.scores[0]).sum())
     n_slid = int(np.isfinite(ws.scores[1:]).sum())  # scored, before any veto
     n_vetoed = 0
     if table is not None:
         ws, n_vetoed = veto_injections(ws, table["gps_time"], cfg)
-    offset = cfg.offset(n_time / fs, folds[0].card.preprocess_config["whiten"]["alpha"])
     zero, background = find_triggers(ws, cfg, offset)
     live = livetimes(ws)
     bg_live = float(live[1:].sum())
@@ -154,7 +171,7 @@ def run(runs: str | Path | None, strain: list[str], out: str | Path, cfg: Search
                   zero.gps_time, zero.score,
                   table["gps_time"] if table is not None else None,
                   found[cfg.far_thresholds[-1]] if found is not None else None,
-                  out / "timeline.png", t0=ws.grid.t0)
+                  out / "timeline.png", t0=ws.grid.t0, statistic=statistic)
 
     seconds = {**{k: round(v, 3) for k, v in ws.seconds.items()},
                "clustering": round(cluster_seconds, 3)}
@@ -179,9 +196,8 @@ def run(runs: str | Path | None, strain: list[str], out: str | Path, cfg: Search
                      "loudest_zero_lag": float(zero.score.max()) if zero.score.size else None,
                      "loudest_background": float(background.score.max())
                      if background.score.size else None},
-        "folds": [f.name for f in folds],
+        **(extra or {}),
         "sources": ws.sources,
-        "cached": cached,
         "seconds": seconds,
         "speed": {
             "windows_per_s": n_zero / zero_lag if zero_lag > 0 else None,
@@ -201,8 +217,6 @@ def run(runs: str | Path | None, strain: list[str], out: str | Path, cfg: Search
         }
         summary["files"].update(found=str(out / "found.csv"),
                                 efficiency=str(out / "efficiency.png"))
-    summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 

@@ -1,6 +1,18 @@
 """Scoring every window of long strain, at zero lag and in every time slide: the strain is
 whitened and transformed once per window and detector, each model scores its batches, and a
 worker thread (``transform_thread``) may run the transform beside the models.
+
+The score is the ensemble's **logit**, never a probability: a probability saturates at exactly
+1.0 for loud signals, so many windows tie, the loudest window is arbitrary among them and
+every loud trigger gets FAR 0 (Schaefer et al. 2021 fixed the same in CNN searches by ranking
+on the unbounded output). Folds of a run average their logits, and several runs average their
+runs' logits (the log of the geometric mean of their odds; runs should be calibrated alike,
+which models trained on the same data with the same loss roughly are).
+
+A model that splits where the detectors meet (``forward_detectors`` and ``forward_fusion``,
+e.g. ``g2net_1d_coinc``) has each window's per-detector features computed once; a time slide
+then pairs features of different windows and runs only the fusion head. Other models get the
+slid rows of the transformed strain and run whole.
 """
 
 from __future__ import annotations
@@ -22,11 +34,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from data import devices
 from data.config import from_dict
 from data.layout import DETECTORS
-from data.metrics import probability
 from data.progress import progress_bar
 from data.strain import Strain
 from infer.predict.checkpoints import Fold
-from infer.predict.ensemble import combine
 from infer.predict.inputs import ensemble_transform
 from infer.predict.tta import fold_views
 from infer.search.config import (
@@ -71,7 +81,8 @@ class Blocks:
 
 @dataclass
 class WindowScores:
-    """Every window's ensemble probability per slide: what the expensive part produces."""
+    """Every window's ranking statistic (the ensemble's logit) per slide: what the expensive
+    part produces."""
 
     grid: Grid
     scores: np.ndarray  # (slides + 1, grid.n) float64; row 0 zero lag; NaN: not scored
@@ -186,11 +197,18 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
     slid = [DETECTORS.index(d) for d in cfg.slide_detectors]
     scores = np.full((cfg.slides + 1, grid.n), np.nan)
 
+    base = ensemble_transform(folds).to(device).eval()
+    models = [accelerator.prepare_model(f.model, evaluation_mode=True) for f in folds]
+    # Folds whose model splits at the detectors keep features, the others transformed rows.
+    split = [f.card.input == "waves" and splits_at_detectors(accelerator.unwrap_model(m))
+             for f, m in zip(folds, models)]
+    whole = [f for f, sp in zip(folds, split) if not sp]
     need_images = any(f.card.input == "images" for f in folds)
     need_waves = any(f.card.input == "waves" for f in folds)
-    base = ensemble_transform(folds).to(device).eval()
     cqt = base.cqt if need_images else None
-    models = [accelerator.prepare_model(f.model, evaluation_mode=True) for f in folds]
+    keep = {f.card.input for f in whole}  # transformed rows a ring keeps for its slides
+    statistic = Statistic(folds, models, split, accelerator)
+    slide_batch = cfg.slide_batch_size if not whole else cfg.batch_size
 
     n_scored = sum((b - a) * sum(slide_rows(b - a, k, m, len(slid), slid) is not None
                                  for k in range(cfg.slides + 1)) for a, b in rings)
@@ -237,15 +255,9 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
                         timer.add("transform", t)
                         yield r, s, e, outs, ok
 
-    def probabilities(batch: dict) -> np.ndarray:
-        """(B,) ensemble probability of a batch of float16 "images" / "waves": each model's
-        input made by infer.predict's own preparation (the identity view)."""
-        logits = torch.stack([model(fold_views(fold, batch, [()], 0.0)[0]).float().view(-1)
-                              for fold, model in zip(folds, models)])  # (n_folds, B)
-        return combine(probability(logits.cpu().numpy())[:, None, :], "mean")
-
-    def score_slides(a: int, rows_of: dict, ok: torch.Tensor) -> None:
-        """Slides 1..K of the ring starting at window a, from its rows ``rows_of``."""
+    def score_slides(a: int, rows_of: dict, feats_of: dict, ok: torch.Tensor) -> None:
+        """Slides 1..K of the ring starting at window a, from its rows ``rows_of`` and its
+        per-detector features ``feats_of`` (fold index -> (W, 3, C, T'))."""
         w = ok.shape[0]
         for k in range(1, cfg.slides + 1):
             rows = slide_rows(w, k, m, len(slid), slid)
@@ -253,14 +265,16 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
                 continue
             rows_t = torch.from_numpy(rows).to(device)
             t = time.perf_counter()
-            for s in range(0, w, cfg.batch_size):
-                e = min(s + cfg.batch_size, w)
+            for s in range(0, w, slide_batch):
+                e = min(s + slide_batch, w)
                 idx = rows_t[:, s:e]
                 # Each detector's row from its own (shifted) window of the ring.
                 batch = {name: torch.stack([arr[idx[d], d] for d in range(len(DETECTORS))],
                                            dim=1) for name, arr in rows_of.items()}
+                feats = {i: torch.stack([f[idx[d], d] for d in range(len(DETECTORS))], dim=1)
+                         for i, f in feats_of.items()}
                 good = (ok[idx[0]] & ok[idx[1]] & ok[idx[2]]).cpu().numpy()
-                scores[k, a + s:a + e] = np.where(good, probabilities(batch), np.nan)
+                scores[k, a + s:a + e] = np.where(good, statistic(batch, feats), np.nan)
                 score_bar.update(e - s)
             timer.add("model_slides", t)
 
@@ -272,32 +286,81 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
         transform_batches())
     # IEEE float32 for the transform as preprocessing computes it (no TF32 on a GPU).
     with torch.inference_mode(), devices.ieee_fp32(), worker as batches:
-        ring, a, rows_of, ok = -1, 0, {}, None
+        ring, a, rows_of, feats_of, ok = -1, 0, {}, {}, None
         for r, s, e, outs, ok_batch in batches:
+            t = time.perf_counter()
+            feats = statistic.features(outs)
             if r != ring:
                 if ring >= 0:
-                    score_slides(a, rows_of, ok)
+                    score_slides(a, rows_of, feats_of, ok)
                 ring, (a, b) = r, rings[r]
                 rows_of = {name: torch.empty((b - a, *half.shape[1:]), dtype=half.dtype,
-                                             device=device) for name, half in outs.items()}
+                                             device=device)
+                           for name, half in outs.items() if name in keep}
+                feats_of = {i: torch.empty((b - a, *f.shape[1:]), dtype=f.dtype, device=device)
+                            for i, f in feats.items()}
                 ok = torch.ones(b - a, dtype=torch.bool, device=device)
-            for name, half in outs.items():
-                rows_of[name][s - a:e - a] = half
+            for name in rows_of:
+                rows_of[name][s - a:e - a] = outs[name]
+            for i, f in feats.items():
+                feats_of[i][s - a:e - a] = f
             ok[s - a:e - a] = ok_batch
             counts["overflow"] += int((~ok_batch).sum())
             transform_bar.update(e - s)
-            t = time.perf_counter()
-            scores[0, s:e] = np.where(ok_batch.cpu().numpy(), probabilities(outs), np.nan)
+            scores[0, s:e] = np.where(ok_batch.cpu().numpy(), statistic(outs, feats), np.nan)
             timer.add("model", t)
             score_bar.update(e - s)
         if ring >= 0:
-            score_slides(a, rows_of, ok)
+            score_slides(a, rows_of, feats_of, ok)
     transform_bar.close()
     score_bar.close()
     counts["analysed"] = int(np.isfinite(scores[0]).sum())
     return WindowScores(grid=grid, scores=scores, rings=rings, counts=counts,
                         seconds=timer.seconds, duration=strain.duration,
                         psd_segments=psd_segments, sources=strain.sources)
+
+
+def splits_at_detectors(model: torch.nn.Module) -> bool:
+    """Whether ``model`` has ``forward_detectors`` (per-detector features, each row from its
+    own detector only) and ``forward_fusion`` (the rest), as ``g2net_1d_coinc``."""
+    return callable(getattr(model, "forward_detectors", None)) and callable(
+        getattr(model, "forward_fusion", None))
+
+
+class Statistic:
+    """The ranking statistic of a batch: each fold's logit, averaged over the folds of a run,
+    then over runs (``fold.member``). Folds in ``split`` are scored from per-detector features
+    (:meth:`features` at zero lag, rows of other windows in a slide); the others from the
+    float16 "images" / "waves" rows, through infer.predict's own input preparation."""
+
+    def __init__(self, folds: list[Fold], models: list, split: list[bool], accelerator):
+        self.folds, self.models, self.split = folds, models, split
+        self.accelerator = accelerator
+        self.members = np.array([f.member for f in folds])
+
+    def features(self, outs: dict) -> dict[int, torch.Tensor]:
+        """fold index -> (B, 3, C, T') per-detector features of the split folds' models."""
+        feats = {}
+        for i, (fold, model, sp) in enumerate(zip(self.folds, self.models, self.split)):
+            if sp:
+                x = fold_views(fold, outs, [()], 0.0)[0]
+                with self.accelerator.autocast():
+                    feats[i] = self.accelerator.unwrap_model(model).forward_detectors(x)
+        return feats
+
+    def __call__(self, rows: dict, feats: dict) -> np.ndarray:
+        """(B,) float64 ensemble logit from the rows and the split folds' features."""
+        logits = []
+        for i, (fold, model, sp) in enumerate(zip(self.folds, self.models, self.split)):
+            if sp:
+                with self.accelerator.autocast():
+                    z = self.accelerator.unwrap_model(model).forward_fusion(feats[i])
+            else:
+                z = model(fold_views(fold, rows, [()], 0.0)[0])
+            logits.append(z.float().view(-1))
+        z = torch.stack(logits).double().cpu().numpy()  # (n_folds, B)
+        return np.mean([z[self.members == m].mean(axis=0) for m in np.unique(self.members)],
+                       axis=0)
 
 
 class _Worker:

@@ -35,35 +35,51 @@ class Triggers:
     slide: np.ndarray  # (n,) int: 0 zero lag
 
 
-def peak_onsets(scores: np.ndarray, idx: np.ndarray, reach: int) -> np.ndarray:
-    """Earliest window of each peak: the run of consecutive windows up to window ``idx`` whose
-    scores are at least half its score, at most ``reach`` windows back (a chirp is in at most
-    a window's length of windows)."""
-    s = np.where(np.isfinite(scores), scores, -np.inf)
-    half = s[idx] / 2
-    first = idx.copy()
-    alive = np.ones(idx.size, dtype=bool)
-    for d in range(1, reach + 1):
-        j = idx - d
-        alive &= j >= 0
-        alive[alive] = s[j[alive]] >= half[alive]
-        first[alive] = j[alive]
-    return first
+def half_max_centres(scores: np.ndarray, idx: np.ndarray, reach: int) -> np.ndarray:
+    """(n,) fractional grid positions of the centres of the peaks at windows ``idx``: the
+    middle of the run of windows around each whose score is at least halfway from the lowest
+    score within +-``reach`` windows (the baseline) to the peak, each end interpolated linearly
+    to the half-height crossing. A run stops at an unscored window and at ``reach``.
+
+    Why: a CNN scores a chirp about as high wherever its merger lies in the window's flat
+    part, so the loudest window is a noisy clock on a plateau; the plateau's centre is not.
+    Halfway heights make it independent of the score's offset and scale (logits of any run).
+    """
+    s = np.where(np.isfinite(scores), scores, np.nan)
+    n = s.size
+    out = np.empty(idx.size, dtype=np.float64)
+    for i, j in enumerate(np.asarray(idx)):
+        near = s[max(j - reach, 0):j + reach + 1]
+        half = (np.nanmin(near) + s[j]) / 2
+        ends = []
+        for step in (-1, 1):
+            e = j
+            while 0 <= e + step < n and abs(e + step - j) <= reach and s[e + step] >= half:
+                e += step
+            nxt = e + step
+            # The crossing between the run's last window e and the next one below half.
+            if 0 <= nxt < n and np.isfinite(s[nxt]) and s[e] > s[nxt]:
+                e = e + step * (s[e] - half) / (s[e] - s[nxt])
+            ends.append(e)
+        out[i] = (ends[0] + ends[1]) / 2
+    return out
 
 
 def trigger_times(ws: WindowScores, k: int, idx: np.ndarray, cfg: SearchConfig,
                   offset: float) -> np.ndarray:
-    """GPS times of the triggers ``idx`` of slide ``k`` (``cfg.trigger_time``): a window's
-    start + ``offset``, of the peak's earliest window ("onset") or of its loudest."""
-    if cfg.trigger_time == "onset":
-        idx = peak_onsets(ws.scores[k], idx, ws.grid.n_time // ws.grid.stride)
+    """GPS times of the triggers ``idx`` of slide ``k``: with ``cfg.trigger_time`` "centre",
+    the start of the window at the centre of the peak (:func:`half_max_centres`) + ``offset``;
+    with "loudest", the loudest window's start + ``offset``."""
+    if cfg.trigger_time == "centre":
+        pos = half_max_centres(ws.scores[k], idx, ws.grid.n_time // ws.grid.stride)
+        return ws.grid.t0 + pos * ws.grid.stride_s + offset
     return ws.grid.starts(idx) + offset
 
 
 def find_triggers(ws: WindowScores, cfg: SearchConfig,
                   offset: float) -> tuple[Triggers, Triggers]:
     """(zero-lag triggers, background triggers of every slide), each clustered on its own;
-    ``offset``: :meth:`infer.search.config.SearchConfig.offset`."""
+    ``offset``: s from a window's start to its trigger time (``trigger_offset``)."""
     radius = max(1, round(cfg.cluster / ws.grid.stride_s))
     found = []
     for k in range(ws.scores.shape[0]):

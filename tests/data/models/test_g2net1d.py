@@ -61,7 +61,8 @@ def _v3_params_by_hand(n: int, hidden: int = 256) -> int:
 @pytest.mark.parametrize("name,lo,hi", [("g2net_1d_v3", 1.3e6, 1.7e6),
                                         ("g2net_1d_v3_w32", 5.3e6, 6.3e6),
                                         ("g2net_1d_small", 0.08e6, 0.2e6),
-                                        ("g2net_1d_tiny", 0.02e6, 0.04e6)])
+                                        ("g2net_1d_tiny", 0.02e6, 0.04e6),
+                                        ("g2net_1d_coinc", 0.03e6, 0.08e6)])
 def test_builds_by_name_with_timm_and_forward_shape(name, lo, hi):
     model = timm.create_model(name, **KWARGS)
     assert name in m1d.WAVE_MODELS and name in timm.list_models("g2net_1d*")
@@ -104,6 +105,26 @@ def test_in_chans_other_than_3_and_image_input_are_errors():
         model(torch.zeros(1, 3, 46, 129))
     with pytest.raises(ValueError, match="time >= 512"):
         model(torch.zeros(1, 3, 256))
+
+
+def test_coinc_splits_at_the_detectors():
+    """g2net_1d_coinc = fusion(features): each detector's feature row depends on its own strain
+    alone, so a time slide may pair rows of different windows (infer.search)."""
+    m = timm.create_model("g2net_1d_coinc").eval()
+    x = torch.randn(4, 3, 4096)
+    with torch.no_grad():
+        f = m.forward_detectors(x)
+        assert f.shape == (4, 3, 32, 16)
+        torch.testing.assert_close(m.forward_fusion(f), m(x))
+        y = x.clone()
+        y[:, 1] = torch.randn(4, 4096)  # new L1 strain
+        g = m.forward_detectors(y)
+        assert torch.equal(g[:, 0], f[:, 0]) and torch.equal(g[:, 2], f[:, 2])
+        assert not torch.allclose(g[:, 1], f[:, 1])
+        # A slid pair: H1 and V1 of sample 0 with L1 of sample 1, through the model whole.
+        slid = torch.stack([f[0, 0], f[1, 1], f[0, 2]])[None]
+        whole = m(torch.stack([x[0, 0], x[1, 1], x[0, 2]])[None])
+        torch.testing.assert_close(m.forward_fusion(slid), whole)
 
 
 def test_h1_and_l1_share_every_weight_and_v1_has_its_own():
