@@ -277,8 +277,8 @@ def plot_timeline(times: np.ndarray, scores: np.ndarray, trigger_times: np.ndarr
 
 def plot_efficiency(snr: np.ndarray, found: dict[str, np.ndarray], analysed: np.ndarray,
                     bins: list[float], out: str | Path) -> Path:
-    """Fraction of the analysed injections found, per network-SNR bin, one line per FAR
-    threshold (``found``: threshold -> (n,) bool), with binomial 1-sigma error bars."""
+    """Fraction of the analysed injections found, per network-SNR bin, one line per entry of
+    ``found`` (label, e.g. "FAR <= 1/day" -> (n,) bool), with binomial 1-sigma error bars."""
     snr = np.asarray(snr)[analysed]
     edges = np.asarray(bins, dtype=float)
     which = np.digitize(snr, edges) - 1
@@ -292,7 +292,7 @@ def plot_efficiency(snr: np.ndarray, found: dict[str, np.ndarray], analysed: np.
         eff = k[has] / n[has]
         err = np.sqrt(eff * (1 - eff) / n[has])
         ax.errorbar(centres[has], eff, yerr=err, marker="o", capsize=3,
-                    label=f"FAR <= {spec}")
+                    label=spec)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel("injected network SNR")
     ax.set_ylabel("fraction found")

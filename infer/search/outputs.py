@@ -37,7 +37,8 @@ def write_background(path: Path, bg: Triggers) -> None:
 
 
 def write_found(path: Path, table: dict, found: dict, zero: Triggers, far: np.ndarray,
-                cfg: SearchConfig) -> None:
+                cfg: SearchConfig, resolved: dict[str, bool]) -> None:
+    """One row per injection; a threshold the background does not resolve is left empty."""
     cols = [threshold_column(s) for s in cfg.far_thresholds]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
@@ -48,7 +49,8 @@ def write_found(path: Path, table: dict, found: dict, zero: Triggers, far: np.nd
             trig = ([f"{zero.gps_time[j]:.6f}", repr(float(zero.score[j])), repr(float(far[j]))]
                     if j >= 0 else ["", "", ""])
             w.writerow([f"{table['gps_time'][i]:.6f}", repr(float(table["snr"][i])),
-                        int(found["analysed"][i]), *(int(found[s][i]) for s in cfg.far_thresholds),
+                        int(found["analysed"][i]),
+                        *(int(found[s][i]) if resolved[s] else "" for s in cfg.far_thresholds),
                         *trig])
 
 
@@ -68,7 +70,13 @@ def format_summary(s: dict) -> str:
     if "injections" in s:
         inj = s["injections"]
         lines.append(f"injections: {inj['analysed']} of {inj['n']} analysed, found "
-                     + ", ".join(f"{v} at FAR <= {k}" for k, v in inj["found"].items())
+                     + ", ".join(f"{v} at FAR <= {k}" if v is not None else
+                                 f"? at FAR <= {k} (not resolved)" for k, v in
+                                 inj["found"].items())
                      + f"; {inj['with_trigger']} with a trigger within the match window")
+        if inj.get("timing"):
+            tm = inj["timing"]
+            lines.append(f"trigger time error at SNR >= {tm['min_snr']:g} ({tm['n']}): median "
+                         f"{tm['median_abs_s']:.3f} s, 95 % {tm['p95_abs_s']:.3f} s")
     lines.append(f"outputs: {Path(s['files']['triggers.csv']).parent}")
     return "\n".join(lines)
