@@ -108,7 +108,10 @@ class SearchConfig:
     slides: int = 0
     slide_step: float = 1.0  # s; slide k shifts slide_detectors[i] by (i + 1) k slide_step
     slide_detectors: list[str] = field(default_factory=lambda: ["L1", "V1"])  # H1 stays
-    ring: float = 1024.0  # s; a ring's images are held in memory for the slides
+    # s; a ring's rows (or a split model's features) are held in memory for the slides: an
+    # hour of default CQT images ~0.5 GB, of g2net_1d_coinc features ~90 MB. A month of
+    # background from an hour (720 slides of 1 s) needs rings of at least 2 x 720 s.
+    ring: float = 4096.0
     match_window: float = 0.5  # s: an injection is found by a trigger within +-match_window
     # With --injections, a slid window any of whose detector rows comes from a window within
     # injection_veto s of an injection's merger is left out of the background (0: kept).
