@@ -1,0 +1,165 @@
+"""``python -m infer.search.compare``: several searches of the same injections side by side, by
+sensitive distance at false-alarm-rate thresholds (:mod:`infer.search.sensitivity`).
+
+    python -m infer.search.compare --searches neural=search_nn mf=search_mf \\
+        --injections long/injections.csv [--snr-prior uniform:4,50] [--far 1/day 1/month 1/year] \\
+        [--reference mf] --out compare/
+
+Writes ``sensitivity.md`` (the table it prints), ``sensitivity.json`` and ``sensitivity.png``
+into ``--out``. Exit status as every stage's (:mod:`data.cli`): 2 for inputs it cannot use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from data.cli import cli_errors
+from data.config import ConfigError
+from infer.config import InferError
+from infer.search.config import far_per_year
+from infer.search.sensitivity import (
+    DEFAULT_FAR,
+    SearchInjections,
+    compare_searches,
+    efficiency,
+    found_at,
+    sensitive_distance,
+    sensitive_volume,
+    uniform_prior,
+)
+
+PROG = "g2net-search-compare"
+SYNTH_CONFIG = "synth_long.yaml"  # data.sim.long_strain.CONFIG_FILE, without importing lal
+HOUR_PER_YEAR = far_per_year("1/hour")
+
+
+def parse_searches(items: list[str]) -> dict[str, Path]:
+    """``["neural=search_nn", ...]`` -> {"neural": Path("search_nn"), ...}; ConfigError if an
+    item is not NAME=DIR or a name repeats."""
+    out = {}
+    for item in items:
+        name, sep, directory = item.partition("=")
+        if not sep or not name or not directory:
+            raise ConfigError(f"--searches {item!r}: expected NAME=DIR")
+        if name in out:
+            raise ConfigError(f"--searches: the name {name!r} is given twice")
+        out[name] = Path(directory)
+    return out
+
+
+def snr_prior_beside(injections: Path) -> str:
+    """The SNR distribution g2net-synth-long recorded in the synth_long.yaml beside its
+    injections.csv; ConfigError naming the file when there is none."""
+    path = injections.parent / SYNTH_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"no --snr-prior given and no {path} beside the injections to read it "
+                          "from: give --snr-prior uniform:LO,HI (g2net-synth-long's --snr)")
+    snr = (yaml.safe_load(path.read_text()) or {}).get("snr")
+    if not snr:
+        raise ConfigError(f"{path}: no 'snr' key: give --snr-prior uniform:LO,HI")
+    return str(snr)
+
+
+def format_table(table: dict) -> str:
+    """The markdown table: one row per FAR threshold and search."""
+    ref = table["reference"]
+    lines = [f"| FAR | search | found / analysed | sensitive distance (Mpc) | ratio to {ref} |",
+             "|---|---|---:|---:|---:|"]
+    for row in table["rows"]:
+        for name, c in row["searches"].items():
+            found = "—" if c["found"] is None else str(c["found"])
+            dist = (f"{c['distance_mpc']:.1f} ± {c['distance_err_mpc']:.1f}" if c["resolved"]
+                    else "— (not resolved)")
+            ratio = "—" if c["ratio"] is None else f"{c['ratio']:.3f}"
+            lines.append(f"| {row['far']} | {name} | {found} / {c['analysed']} | {dist} | "
+                         f"{ratio} |")
+    return "\n".join(lines)
+
+
+def plot(read: dict[str, SearchInjections], table: dict, snr_prior: str, out: Path) -> Path:
+    """Left: fraction found vs network SNR per search and resolved threshold; right: sensitive
+    distance vs FAR per search (log FAR from its resolution to 1/hour), with a 1-sigma band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo, hi = uniform_prior(snr_prior)
+    bins = np.linspace(lo, hi, 11)
+    centres = 0.5 * (bins[:-1] + bins[1:])
+    styles = ["-", "--", ":", "-."]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    for k, (name, s) in enumerate(read.items()):
+        colour = f"C{k}"
+        a = s.analysed
+        for i, row in enumerate(table["rows"]):
+            if row["searches"][name]["resolved"]:
+                found = found_at(s.far_per_year, a, row["far_per_year"])
+                frac, _, err = efficiency(s.snr[a], found[a], bins)
+                left.errorbar(centres, frac, yerr=err, color=colour, ls=styles[i % 4],
+                              marker="o", ms=3, capsize=2, label=f"{name}, FAR <= {row['far']}")
+        res = s.far_resolution_per_year
+        if res is None or res > HOUR_PER_YEAR:
+            continue
+        fars = np.geomspace(res, HOUR_PER_YEAR, 40)
+        dist = np.array([sensitive_distance(*sensitive_volume(
+            s.snr[a], s.distance[a], found_at(s.far_per_year, a, f)[a], snr_prior))
+            for f in fars])
+        right.plot(fars, dist[:, 0], color=colour, label=name)
+        right.fill_between(fars, dist[:, 0] - dist[:, 1], dist[:, 0] + dist[:, 1],
+                           color=colour, alpha=0.25)
+    for row in table["rows"]:  # the table's thresholds, for reading the curves there
+        right.axvline(row["far_per_year"], color="0.6", ls=":", lw=1)
+        right.annotate(row["far"], (row["far_per_year"], 1), xycoords=("data", "axes fraction"),
+                       fontsize=7, color="0.4", ha="right", va="top", rotation=90)
+    left.set(xlabel="injected network SNR", ylabel="fraction found", ylim=(-0.02, 1.05),
+             title=f"SNR prior {snr_prior}")
+    right.set(xscale="log", xlabel="FAR threshold (per year)",
+              ylabel="sensitive distance (Mpc)", title="from each search's FAR resolution")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point; returns None."""
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    ap.add_argument("--searches", nargs="+", required=True, metavar="NAME=DIR",
+                    help="g2net-search --out directories (found.csv, summary.json), named")
+    ap.add_argument("--injections", type=Path, required=True,
+                    help="the injections.csv the searches looked for (with distance)")
+    ap.add_argument("--snr-prior", help="the injections' network-SNR distribution, "
+                    "uniform:LO,HI; default: the snr of synth_long.yaml beside --injections")
+    ap.add_argument("--far", nargs="+", default=list(DEFAULT_FAR), metavar="N/UNIT",
+                    help="FAR thresholds (default: 1/day 1/month 1/year)")
+    ap.add_argument("--reference", help="the search the ratios are to (default: the first)")
+    ap.add_argument("--out", type=Path, required=True, help="output directory")
+    args = ap.parse_args(argv)
+    with cli_errors(PROG, user_errors=(InferError,)):
+        searches = parse_searches(args.searches)
+        snr_prior = args.snr_prior or snr_prior_beside(args.injections)
+        table, read = compare_searches(searches, args.injections, snr_prior, args.far,
+                                       args.reference)
+        args.out.mkdir(parents=True, exist_ok=True)
+        text = format_table(table)
+        (args.out / "sensitivity.md").write_text(
+            f"# Sensitivity (SNR prior {table['snr_prior']}, injections {args.injections})\n\n"
+            + text + "\n")
+        info = {"searches": {n: str(d) for n, d in searches.items()},
+                "injections": str(args.injections), **table}
+        (args.out / "sensitivity.json").write_text(json.dumps(info, indent=1) + "\n")
+        plot(read, table, snr_prior, args.out / "sensitivity.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

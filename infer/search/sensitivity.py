@@ -1,0 +1,212 @@
+"""How far away a search finds signals: efficiency, sensitive volume and sensitive distance at a
+false-alarm rate, from the injections a search found (``found.csv``, ``summary.json``), and
+several searches side by side (``python -m infer.search.compare``).
+
+The figure of merit is MLGWSC-1's (Schäfer et al. 2023, arXiv:2209.11146): the sensitive
+distance of a search at a FAR threshold, and its ratio to a reference search's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.sim.samples import SNRDistribution, parse_snr
+from infer.search.config import SUMMARY_FILE, SearchError, far_per_year
+from infer.search.injections import read_injections
+
+DEFAULT_FAR = ("1/day", "1/month", "1/year")
+FOUND_FILE = "found.csv"
+# s: found.csv and injections.csv both write gps_time to the microsecond; a row matches the
+# nearest injection within this.
+MATCH_TOLERANCE = 1e-4
+
+
+def found_at(far_per_year: np.ndarray, analysed: np.ndarray, threshold_per_year: float
+             ) -> np.ndarray:
+    """(n,) bool: analysed and matched to a zero-lag trigger with FAR <= threshold (per year).
+    ``far_per_year``: (n,) FAR of each injection's trigger, NaN where it has none."""
+    far = np.asarray(far_per_year, dtype=float)
+    with np.errstate(invalid="ignore"):  # NaN compares False: no trigger, not found
+        return np.asarray(analysed, dtype=bool) & (far <= threshold_per_year)
+
+
+def efficiency(x: np.ndarray, found: np.ndarray, bins: Sequence[float]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fraction found, count, binomial standard error sqrt(f (1 - f) / n)), each (len(bins)-1,),
+    of the injections with ``x`` (e.g. network SNR, or distance in Mpc) in each bin (numpy's
+    histogram bins: the last one holds its right edge). NaN fraction and error in empty bins."""
+    x, found = np.asarray(x, dtype=float), np.asarray(found, dtype=bool)
+    count = np.histogram(x, bins)[0]
+    k = np.histogram(x[found], bins)[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = k / count
+        err = np.sqrt(frac * (1 - frac) / count)
+    return frac, count, err
+
+
+def uniform_prior(snr_prior: str | SNRDistribution) -> tuple[float, float]:
+    """(LO, HI) of a ``uniform:LO,HI`` network-SNR prior; SearchError for a spec that does not
+    parse, or a normal or fixed one (their SNRs spread no sources over distance: no volume)."""
+    try:
+        prior = parse_snr(snr_prior)
+    except ValueError as e:
+        raise SearchError(f"SNR prior: {e}") from None
+    if prior.kind != "uniform":
+        raise SearchError(f"SNR prior {prior}: a sensitive volume needs injections drawn from "
+                          "uniform:LO,HI in network SNR; a normal or fixed SNR spreads no "
+                          "sources over distance")
+    return prior.params
+
+
+def sensitive_volume(snr: np.ndarray, distance: np.ndarray, found: np.ndarray,
+                     snr_prior: str | SNRDistribution) -> tuple[float, float]:
+    """(V in Mpc^3, its standard error): the sensitive volume averaged over the injected source
+    population, from injections drawn in network optimal SNR rather than in distance.
+
+    snr, distance (Mpc), found: (n,) of the analysed injections. SNR scales as 1/d, so source
+    i at distance d has SNR K_i / d with K_i = snr_i distance_i; drawing snr from p(rho) on
+    [rho_min, rho_max] draws d from p_i(d) = p(K_i / d) K_i / d^2 on [K_i / rho_max,
+    K_i / rho_min]. Importance-weighting 4 pi d^2 by 1 / p_i(d) gives the Monte-Carlo estimate
+
+        V = mean_i [ 4/3 pi (K_i / rho_max)^3 + found_i 4 pi d_i^3 / (rho_i p(rho_i)) ]
+
+    with two assumptions about the distances the prior never draws: every source nearer than
+    K_i / rho_max (SNR above rho_max) is found, and every source beyond K_i / rho_min (SNR
+    below rho_min) is missed. The error is the standard error of that mean. Only a
+    ``uniform:LO,HI`` prior (p = 1 / (HI - LO)) is supported: a normal or fixed SNR gives no
+    distances to weigh, so no volume. SearchError for another prior, or an SNR outside it.
+    """
+    lo, hi = uniform_prior(snr_prior)
+    snr, distance = np.asarray(snr, dtype=float), np.asarray(distance, dtype=float)
+    found = np.asarray(found, dtype=bool)
+    if snr.size < 2:
+        raise SearchError(f"a sensitive volume needs at least 2 analysed injections, got "
+                          f"{snr.size}")
+    # injections.csv keeps 9 significant digits: an SNR at an edge may round past it.
+    outside = (snr < lo * (1 - 1e-6)) | (snr > hi * (1 + 1e-6))
+    if outside.any():
+        raise SearchError(f"an injection has network SNR {snr[outside][0]:g}, outside the SNR "
+                          f"prior uniform:{lo:g},{hi:g}: give the one they were drawn from")
+    k = snr * distance
+    terms = 4 / 3 * np.pi * (k / hi) ** 3
+    terms[found] += 4 * np.pi * distance[found] ** 3 * (hi - lo) / snr[found]
+    return float(terms.mean()), float(terms.std(ddof=1) / np.sqrt(terms.size))
+
+
+def sensitive_distance(volume: float, volume_err: float) -> tuple[float, float]:
+    """(R, its error) in Mpc: the radius of a sphere of ``volume`` Mpc^3, (3 V / (4 pi))^(1/3),
+    with the error propagated to first order, dR = R dV / (3 V)."""
+    r = (3 * volume / (4 * np.pi)) ** (1 / 3)
+    return float(r), float(r * volume_err / (3 * volume)) if volume > 0 else float("nan")
+
+
+def _nearest(sorted_times: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(n,) index of the element of ``sorted_times`` (non-empty, increasing) nearest each t."""
+    right = np.clip(np.searchsorted(sorted_times, t), 0, sorted_times.size - 1)
+    left = np.maximum(right - 1, 0)
+    return np.where(np.abs(sorted_times[left] - t) < np.abs(sorted_times[right] - t), left, right)
+
+
+@dataclass
+class SearchInjections:
+    """One search's injections (analysed or not), joined with their distances: (n,) arrays."""
+
+    snr: np.ndarray  # network optimal SNR
+    distance: np.ndarray  # Mpc
+    analysed: np.ndarray  # bool
+    far_per_year: np.ndarray  # FAR of the matched zero-lag trigger; NaN: none
+    far_resolution_per_year: float | None  # 1 / background livetime; None: no background
+
+
+def read_search(directory: str | Path, injections: Mapping[str, np.ndarray]) -> SearchInjections:
+    """A search's ``found.csv`` and ``summary.json``, each row joined to ``injections`` (a
+    :func:`infer.search.injections.read_injections` table with a ``distance`` column) by the
+    nearest gps_time within MATCH_TOLERANCE s. SearchError naming the file otherwise."""
+    directory = Path(directory)
+    path, summary_path = directory / FOUND_FILE, directory / SUMMARY_FILE
+    for p in (path, summary_path):
+        if not p.is_file():
+            raise SearchError(f"{p}: not found (a g2net-search --out directory run with "
+                              "--injections?)")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows, columns = list(reader), reader.fieldnames or []
+    need = ("gps_time", "snr", "analysed", "trigger_far_per_year")
+    for col in need:
+        if col not in columns:
+            raise SearchError(f"{path}: no column {col!r} (columns: {', '.join(columns)})")
+    try:
+        t, snr, analysed = (np.array([float(r[c]) for r in rows]) for c in need[:3])
+        far = np.array([float(r[need[3]]) if r[need[3]] else np.nan for r in rows])
+    except ValueError as e:
+        raise SearchError(f"{path}: a value that is not a number ({e})") from None
+    j = _nearest(injections["gps_time"], t)
+    miss = ~(np.abs(injections["gps_time"][j] - t) <= MATCH_TOLERANCE)
+    if miss.any():
+        raise SearchError(f"{path}: the injection at GPS {t[miss][0]:.6f} is not in the "
+                          "injections file (the search ran on other injections?)")
+    if not np.allclose(snr, injections["snr"][j], rtol=1e-6):
+        raise SearchError(f"{path}: the SNRs differ from the injections file's at the same "
+                          "times (the search ran on other injections?)")
+    livetime = json.loads(summary_path.read_text()).get("livetime", {})
+    return SearchInjections(snr, injections["distance"][j], analysed.astype(bool), far,
+                            livetime.get("far_resolution_per_year"))
+
+
+def sensitivity_table(searches: Mapping[str, SearchInjections], snr_prior: str | SNRDistribution,
+                      far: Sequence[str] = DEFAULT_FAR, reference: str | None = None) -> dict:
+    """Per FAR threshold (N/unit strings) and search: found, analysed, volume and sensitive
+    distance (Mpc) with errors, and the distance's ratio to ``reference``'s (default: the first
+    search). At a threshold below a search's FAR resolution (1 / background livetime) the
+    search cannot tell that FAR: ``resolved`` False and found, volume, distance, ratio None.
+    """
+    lo, hi = uniform_prior(snr_prior)
+    names = list(searches)
+    reference = names[0] if reference is None else reference
+    if reference not in searches:
+        raise SearchError(f"--reference {reference!r}: not one of the searches "
+                          f"({', '.join(names)})")
+    rows = []
+    for spec in far:
+        limit = far_per_year(spec)
+        cells = {}
+        for name, s in searches.items():
+            cell = {"analysed": int(s.analysed.sum()), "resolved": False, "found": None,
+                    "volume_mpc3": None, "volume_err_mpc3": None, "distance_mpc": None,
+                    "distance_err_mpc": None, "ratio": None}
+            res = s.far_resolution_per_year
+            if res is not None and limit >= res:
+                found = found_at(s.far_per_year, s.analysed, limit)
+                a = s.analysed
+                v, dv = sensitive_volume(s.snr[a], s.distance[a], found[a], snr_prior)
+                r, dr = sensitive_distance(v, dv)
+                cell.update(resolved=True, found=int(found.sum()), volume_mpc3=v,
+                            volume_err_mpc3=dv, distance_mpc=r, distance_err_mpc=dr)
+            cells[name] = cell
+        ref = cells[reference]["distance_mpc"]
+        for cell in cells.values():
+            if cell["resolved"] and ref:
+                cell["ratio"] = cell["distance_mpc"] / ref
+        rows.append({"far": spec, "far_per_year": limit, "searches": cells})
+    return {"snr_prior": f"uniform:{lo:g},{hi:g}", "reference": reference, "rows": rows}
+
+
+def compare_searches(searches: Mapping[str, str | Path], injections: str | Path,
+                     snr_prior: str | SNRDistribution, far: Sequence[str] = DEFAULT_FAR,
+                     reference: str | None = None) -> tuple[dict, dict[str, SearchInjections]]:
+    """:func:`sensitivity_table` of the searches' ``--out`` directories (name -> directory)
+    against the injections CSV they searched for; also returns what was read, per search."""
+    table = read_injections(injections)
+    if "distance" not in table:
+        raise SearchError(f"{injections}: no numeric column 'distance' (Mpc; g2net-synth-long's "
+                          "injections.csv has one)")
+    if table["gps_time"].size == 0:
+        raise SearchError(f"{injections}: no injections")
+    read = {name: read_search(d, table) for name, d in searches.items()}
+    return sensitivity_table(read, snr_prior, far, reference), read

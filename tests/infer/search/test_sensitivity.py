@@ -1,0 +1,234 @@
+"""Sensitive volume and distance from SNR-drawn injections (infer.search.sensitivity) against
+answers found without it: the analytic volume of a sharp SNR threshold and a brute-force Monte
+Carlo over distances drawn uniform in volume; the FAR-resolution rule and the comparison CLI
+(infer.search.compare) on small synthetic search outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from infer.search.config import YEAR
+from infer.search.sensitivity import (
+    compare_searches,
+    efficiency,
+    found_at,
+    sensitive_distance,
+    sensitive_volume,
+)
+
+K_RANGE = (200.0, 2000.0)  # SNR x Mpc: a source's SNR at 1 Mpc, uniform over the population
+SNR_PRIOR = (4.0, 40.0)
+
+
+def mean_k_cubed(a: float, b: float) -> float:
+    """E[K^3] for K uniform on [a, b]: (b^4 - a^4) / (4 (b - a))."""
+    return (b**4 - a**4) / (4 * (b - a))
+
+
+def draw(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(snr, distance in Mpc) of n sources with K uniform in K_RANGE, SNR uniform in SNR_PRIOR."""
+    k = rng.uniform(*K_RANGE, n)
+    snr = rng.uniform(*SNR_PRIOR, n)
+    return snr, k / snr
+
+
+def ramp(snr: np.ndarray) -> np.ndarray:
+    """A soft detection probability: 0 below SNR 8, 1 above 14, linear between."""
+    return np.clip((snr - 8.0) / 6.0, 0.0, 1.0)
+
+
+PRIOR = "uniform:4,40"
+
+
+# 30: near the prior's top, where the sources nearer than K / 40 (counted as found, never
+# drawn) hold 40 % of the volume.
+@pytest.mark.parametrize("threshold", [10.0, 30.0])
+def test_volume_of_a_sharp_threshold_matches_the_analytic_one(threshold):
+    # found = SNR > threshold finds a source out to K / threshold: V = 4/3 pi E[K^3] / thr^3.
+    truth = 4 / 3 * np.pi * mean_k_cubed(*K_RANGE) / threshold**3
+    z = []
+    for seed in range(40):
+        snr, d = draw(np.random.default_rng(seed), 3000)
+        v, err = sensitive_volume(snr, d, snr > threshold, PRIOR)
+        z.append((v - truth) / err)
+    z = np.array(z)
+    assert np.abs(z).max() < 4  # a 4-sigma miss in 40 tries: p ~ 0.3 %
+    assert abs(z[0]) < 3
+    # The standard error is the real spread: z ~ N(0, 1) (std of 40 draws: 1 +- 0.11).
+    assert abs(z.mean()) < 0.6
+    assert 0.65 < z.std(ddof=1) < 1.35
+
+
+def test_volume_matches_brute_force_draws_uniform_in_volume():
+    rng = np.random.default_rng(7)
+    # Brute force: sources uniform in a ball out to where every K gives SNR < 8 (never found).
+    n = 400_000
+    radius = K_RANGE[1] / SNR_PRIOR[0]
+    k = rng.uniform(*K_RANGE, n)
+    d = radius * rng.random(n) ** (1 / 3)
+    found = rng.random(n) < ramp(k / d)
+    ball = 4 / 3 * np.pi * radius**3
+    p = found.mean()
+    v_brute, err_brute = ball * p, ball * np.sqrt(p * (1 - p) / n)
+    # Importance-weighted, from SNR-drawn injections with the same detection rule.
+    snr, dist = draw(rng, 20_000)
+    v, err = sensitive_volume(snr, dist, rng.random(snr.size) < ramp(snr), PRIOR)
+    assert abs(v - v_brute) < 3 * np.hypot(err, err_brute)
+    assert err < 0.05 * v and err_brute < 0.05 * v_brute  # a test that could fail
+
+
+def test_distance_efficiency_and_found_at():
+    r, dr = sensitive_distance(4 / 3 * np.pi * 100.0**3, 3e4)
+    assert r == pytest.approx(100.0)
+    # dR/dV = R / (3 V), checked by a finite difference.
+    v = 4 / 3 * np.pi * 100.0**3
+    assert dr == pytest.approx((sensitive_distance(v + 1, 0)[0] - r) * 3e4, rel=1e-4)
+    far = np.array([0.5, np.nan, 20.0, 0.0, 1.0])
+    analysed = np.array([True, True, True, False, True])
+    assert found_at(far, analysed, 1.0).tolist() == [True, False, False, False, True]
+    frac, count, err = efficiency([1, 2, 6, 7, 8, 12], [1, 0, 1, 1, 0, 1], [0, 5, 10, 15, 20])
+    assert count.tolist() == [2, 3, 1, 0]
+    np.testing.assert_allclose(frac[:3], [0.5, 2 / 3, 1.0])
+    np.testing.assert_allclose(err[:3], [np.sqrt(0.25 / 2), np.sqrt(2 / 9 / 3), 0.0])
+    assert np.isnan(frac[3]) and np.isnan(err[3])
+
+
+def test_sensitive_volume_refuses_priors_without_a_distance_spread():
+    with pytest.raises(ValueError, match="uniform:LO,HI"):
+        sensitive_volume([10.0, 12.0], [100.0, 90.0], [True, False], "normal:10,3,4")
+    with pytest.raises(ValueError, match="outside the SNR prior"):
+        sensitive_volume([10.0, 50.0], [100.0, 90.0], [True, False], PRIOR)
+
+
+# ---------------------------------------------------------------------------------------------
+# Search outputs on disk
+
+GPS = 1238166018.0
+DAY = 86400.0
+
+
+def write_injections(path, snr, distance, order):
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["gps_time", "snr", "mass1", "distance"])
+        for i in order:  # not in time order: the join must not rely on it
+            w.writerow([f"{GPS + 32 * i + 0.123456:.6f}", f"{snr[i]:.9g}", "30",
+                        f"{distance[i]:.9g}"])
+
+
+def write_search(directory, snr, analysed, far, background_s, drop=None):
+    """found.csv and summary.json as g2net-search writes them (``far``: NaN = no trigger)."""
+    directory.mkdir()
+    cols = ["gps_time", "snr", "analysed", "found_1_per_day", "trigger_gps_time",
+            "trigger_score", "trigger_far_per_year"]
+    with (directory / "found.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([c for c in cols if c != drop])
+        for i in range(snr.size):
+            hit = np.isfinite(far[i])
+            row = [f"{GPS + 32 * i + 0.123456:.6f}", repr(float(snr[i])), int(analysed[i]),
+                   int(bool(analysed[i] and far[i] <= 365.25)),
+                   f"{GPS + 32 * i:.6f}" if hit else "", "3.0" if hit else "",
+                   repr(float(far[i])) if hit else ""]
+            w.writerow([v for c, v in zip(cols, row) if c != drop])
+    live = {"zero_lag_s": 10 * DAY, "background_s": background_s,
+            "far_resolution_per_year": YEAR / background_s}
+    (directory / "summary.json").write_text(json.dumps({"livetime": live}))
+
+
+@pytest.fixture
+def searches(tmp_path):
+    """Injections (uniform:4,40) and two searches whose triggers have FAR e^-(snr - cut) per
+    year: "mf" (cut 9) with 1000 days of background, "nn" (cut 11) with 20 (a FAR resolution
+    of 18 per year: 1/month and 1/year are not resolved)."""
+    rng = np.random.default_rng(3)
+    snr, distance = draw(rng, 400)
+    (tmp_path / "long").mkdir()
+    write_injections(tmp_path / "long" / "injections.csv", snr, distance, rng.permutation(400))
+    (tmp_path / "long" / "synth_long.yaml").write_text("duration: 12800\nsnr: uniform:4,40\n")
+    analysed = rng.random(400) < 0.95
+    for name, cut, days in (("mf", 9.0, 1000), ("nn", 11.0, 20)):
+        # Louder signals get rarer FARs: 1/year at the cut, no trigger well below it.
+        far = np.where(snr > cut - 8, np.exp(-(snr - cut)), np.nan)
+        write_search(tmp_path / name, snr, analysed, far, days * DAY)
+    return tmp_path, snr, distance, analysed
+
+
+def test_thresholds_below_the_far_resolution_are_not_resolved(searches):
+    root, snr, distance, analysed = searches
+    table, read = compare_searches({"mf": root / "mf", "nn": root / "nn"},
+                                   root / "long" / "injections.csv", PRIOR)
+    assert table["reference"] == "mf"
+    by_far = {row["far"]: row["searches"] for row in table["rows"]}
+    assert by_far["1/day"]["nn"]["resolved"]
+    for spec in ("1/month", "1/year"):  # 12 and 1 per year < nn's 18.3 per year
+        cell = by_far[spec]["nn"]
+        assert not cell["resolved"]
+        assert cell["found"] is cell["distance_mpc"] is cell["ratio"] is None
+        assert by_far[spec]["mf"]["resolved"] and by_far[spec]["mf"]["ratio"] == 1.0
+    # The join recovered each injection's distance although injections.csv is shuffled.
+    day = by_far["1/day"]["nn"]
+    found = analysed & (snr > 11.0 - np.log(365.25))
+    assert day["found"] == found.sum()
+    v, dv = sensitive_volume(snr[analysed], distance[analysed], found[analysed], PRIOR)
+    assert day["volume_mpc3"] == pytest.approx(v) and day["volume_err_mpc3"] == pytest.approx(dv)
+    assert day["ratio"] < 1  # nn finds less than mf at every SNR
+    np.testing.assert_allclose(read["nn"].distance, distance, rtol=1e-8)
+
+
+def test_cli_writes_the_table_json_and_plot(searches, capsys):
+    from infer.search.compare import main
+
+    root = searches[0]
+    out = root / "compare"
+    main(["--searches", f"nn={root / 'nn'}", f"mf={root / 'mf'}", "--injections",
+          str(root / "long" / "injections.csv"), "--reference", "mf", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "| 1/month | nn | — / " in printed and "not resolved" in printed
+    assert (out / "sensitivity.md").read_text().count("\n| 1/") == 6
+    info = json.loads((out / "sensitivity.json").read_text())
+    assert info["snr_prior"] == PRIOR and info["reference"] == "mf"
+    assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing column", "no column 'trigger_far_per_year'"),
+    ("normal prior", "normal:10,3,4: a sensitive volume needs"),
+    ("no prior", "synth_long.yaml beside the injections"),
+    ("unknown reference", "--reference 'pycbc': not one of the searches (nn, mf)"),
+    ("bad FAR", "'2/fortnight' is not N/unit"),
+    ("other injections", "is not in the injections file"),
+])
+def test_cli_refuses_bad_inputs(searches, capsys, case, message):
+    from infer.search.compare import main
+
+    root, snr, _, analysed = searches
+    args = ["--searches", f"nn={root / 'nn'}", f"mf={root / 'mf'}",
+            "--injections", str(root / "long" / "injections.csv"), "--out", str(root / "c")]
+    if case == "missing column":
+        write_search(root / "bad", snr, analysed, np.full(snr.size, 1.0), DAY,
+                     drop="trigger_far_per_year")
+        args[2] = f"mf={root / 'bad'}"
+    elif case == "normal prior":
+        args += ["--snr-prior", "normal:10,3,4"]
+    elif case == "no prior":
+        (root / "long" / "synth_long.yaml").unlink()
+    elif case == "unknown reference":
+        args += ["--reference", "pycbc"]
+    elif case == "bad FAR":
+        args += ["--far", "1/day", "2/fortnight"]
+    else:
+        write_injections(root / "other.csv", snr, snr, range(snr.size - 1))  # one left out
+        args[4] = str(root / "other.csv")
+        args += ["--snr-prior", PRIOR]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("g2net-search-compare: error: ") and message in err and "\n" not in err
+    assert not (root / "c" / "sensitivity.md").exists()
