@@ -262,9 +262,10 @@ class G2Net1DCoinc(_WaveModel):
     :meth:`forward_detectors` and :meth:`forward_fusion` split the model where the detectors
     meet: a time slide pairs one window's H1 with another's L1 and V1, so a search computes
     each window's per-detector features once and runs only the fusion head per slide (about
-    1 % of the multiply-adds at the default widths). Like 3rd place's 1D design, detectors
-    share weights (whitened noise looks alike in all three); the fusion head knows which is
-    which by their position.
+    1 % of the multiply-adds at the default widths; the first fusion conv is done per detector
+    in :meth:`forward_detectors`, so a slide starts with a sum). Like 3rd place's 1D design,
+    detectors share weights (whitened noise looks alike in all three); the fusion head knows
+    which is which by their position.
     """
 
     kernels = (63, 31, 15, 7)
@@ -292,19 +293,26 @@ class G2Net1DCoinc(_WaveModel):
         self.head.fc = nn.Linear(2 * fusion, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_detectors(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T) whitened strain -> (B, 3, C, T // 256) per-detector features; each row
-        depends on its own detector's strain only."""
+        """(B, 3, T) whitened strain -> (B, 3, F, T // 256): each detector's encoder features
+        through its share of the fusion head's first conv (F = ``fusion`` channels). A conv
+        over the three detectors' concatenated features is the sum of per-detector convs, so
+        each row still depends on its own detector only, and a slide is left with a sum,
+        not the first conv (60 % of the head's multiply-adds)."""
         _check_input(x, type(self).__name__)
         b, d, t = x.shape
-        return self.encoder(x.reshape(b * d, 1, t)).reshape(b, d, -1, t // 256)
+        f = self.encoder(x.reshape(b * d, 1, t)).reshape(b, d, -1, t // 256)
+        conv = self.fusion[0]
+        w = conv.weight.view(conv.out_channels, d, -1, conv.kernel_size[0])  # (F, 3, C, k)
+        return torch.stack([F.conv1d(f[:, i], w[:, i], padding=conv.padding)
+                            for i in range(d)], dim=1)
 
-    def forward_fusion(self, f: torch.Tensor) -> torch.Tensor:
-        """(B, 3, C, T') per-detector features (rows from any windows) -> (B, num_classes)."""
-        return self.forward_head(self.fusion(f.flatten(1, 2)))
+    def forward_fusion(self, p: torch.Tensor) -> torch.Tensor:
+        """(B, 3, F, T') per-detector rows (from any windows) -> (B, num_classes)."""
+        return self.forward_head(self.fusion[1:](p.sum(dim=1)))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T) -> (B, fusion, T // 512)."""
-        return self.fusion(self.forward_detectors(x).flatten(1, 2))
+        return self.fusion[1:](self.forward_detectors(x).sum(dim=1))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head.fc(self.head.drop(self.head.pool(x)))

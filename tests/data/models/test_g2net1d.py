@@ -114,7 +114,7 @@ def test_coinc_splits_at_the_detectors():
     x = torch.randn(4, 3, 4096)
     with torch.no_grad():
         f = m.forward_detectors(x)
-        assert f.shape == (4, 3, 32, 16)
+        assert f.shape == (4, 3, 64, 16)
         torch.testing.assert_close(m.forward_fusion(f), m(x))
         y = x.clone()
         y[:, 1] = torch.randn(4, 4096)  # new L1 strain
