@@ -18,7 +18,12 @@ SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "search.yaml"
 # Settings that do not change a window's score: a cached windows.npz is reused across them.
 POST_KEYS = ("trigger_time", "trigger_offset", "cluster", "match_window", "injection_veto",
-             "far_thresholds", "snr_bins", "threads", "transform_thread", "matched_filter")
+             "far_thresholds", "snr_bins", "threads", "transform_thread", "matched_filter",
+             "background")
+# Settings a window's score does not depend on beyond POST_KEYS: the slides, what is read and
+# how (a background from another stretch needs the same ranking, not the same slides).
+SLIDE_KEYS = ("slides", "slide_step", "slide_detectors", "ring", "channels", "checkpoints",
+              "batch_size", "slide_batch_size")
 LIGHT_TRAVEL = 0.0273  # s: Hanford-Virgo, the longest baseline of the three
 
 
@@ -70,6 +75,10 @@ class MatchedFilterSearchConfig:
     bin: float = 1.0 / 64
     segment: float = 32.0  # s per overlap-save FFT block
     template_chunk: int = 16  # templates filtered at once (memory: chunk x segment x 3)
+    # A bank.npz of an earlier matched-filter search to use instead of placing one on this
+    # strain's PSD: a search whose background comes from another stretch (``background``)
+    # must rank with the same templates.
+    bank_file: str | None = None
 
 
 @dataclass
@@ -122,6 +131,10 @@ class SearchConfig:
     snr_bins: list[float] = field(default_factory=lambda: [0.0, 8.0, 12.0, 16.0, 20.0, 30.0, 50.0])
     channels: dict = field(default_factory=dict)  # {"H1": "H1:GWOSC-16KHZ_R1_STRAIN", ...}
     matched_filter: MatchedFilterSearchConfig = field(default_factory=MatchedFilterSearchConfig)
+    # Output directories of earlier searches (same models or bank, same window settings) whose
+    # time-slide background is added to this search's own: MLGWSC-1's way, slides of a stretch
+    # of noise without injections as the background of a stretch with them (no veto needed).
+    background: list[str] = field(default_factory=list)
     # Explicit fold directories / best.safetensors; empty = every fold*/ under --runs.
     checkpoints: list[str] = field(default_factory=list)
 

@@ -65,7 +65,7 @@ from infer.search.config import (
 )
 from infer.search.grid import Grid, bad_prefix, rings_of, slide_rows, whole_multiple, whole_samples
 from infer.search.injections import read_injections
-from infer.search.pipeline import report
+from infer.search.pipeline import ranking_key, report
 from infer.search.psd import LocalPSD
 from infer.search.scoring import WindowScores
 from preprocess.config import WhitenConfig
@@ -458,6 +458,19 @@ def template_bank(psd: np.ndarray, cfg: SearchConfig, out: Path,
     return params
 
 
+def load_bank(path: str | Path) -> np.ndarray:
+    """(T, 3) template params of another search's bank.npz; SearchError naming the file."""
+    try:
+        with np.load(path) as f:
+            params = np.asarray(f["params"], dtype=np.float64)
+    except (OSError, ValueError, KeyError) as e:
+        raise SearchError(f"matched_filter.bank_file: {path}: not a bank.npz ({e})") from None
+    if params.ndim != 2 or params.shape[1] != 3 or not len(params):
+        raise SearchError(f"matched_filter.bank_file: {path}: params of shape {params.shape}, "
+                          "expected (templates, 3)")
+    return params
+
+
 def cache_key(paths: dict[str, list[Path]], cfg: SearchConfig, device: torch.device) -> str:
     """What a bin's score depends on: the files (path, size, mtime), the score-changing
     settings (``matched_filter`` but its template_chunk), the device kind, SEARCH_VERSION."""
@@ -504,7 +517,8 @@ def run(strain: list[str], out: str | Path, cfg: SearchConfig,
         with devices.torch_threads(threads):
             plan = plan_bins(data, cfg)
             t = time.perf_counter()
-            params = template_bank(plan.first_psd(), cfg, out, device)
+            params = (load_bank(cfg.matched_filter.bank_file) if cfg.matched_filter.bank_file
+                      else template_bank(plan.first_psd(), cfg, out, device))
             bank_seconds = time.perf_counter() - t
             ws = score_bins(data, plan, params, cfg, device, progress)
         ws.seconds.update(read=read_seconds, bank=bank_seconds)
@@ -521,7 +535,14 @@ def run(strain: list[str], out: str | Path, cfg: SearchConfig,
                                if cfg.injection_veto > 0 else 0.0)
     mf = cfg.matched_filter
     counts = {k: v for k, v in ws.counts.items() if k != "templates"}  # summary["windows"]
+    # The bank used: another search's (bank_file) or the one placed in out/ for this strain.
+    params = load_bank(mf.bank_file or out / BANK_FILE)
+    identity = {"search": "matched_filter",
+                "bank": hashlib.sha256(np.ascontiguousarray(params)).hexdigest(),
+                "matched_filter": {k: v for k, v in to_dict(mf).items()
+                                   if k not in ("template_chunk", "bank_file")}}
     extra = {"search": "matched_filter", "templates": ws.counts.get("templates"),
+             "ranking_key": ranking_key(cfg, identity),
              "bank": {"min_match": mf.min_match, "spin_max": mf.spin_max, "seed": mf.seed},
              "cached": cached}
     summary = report(dataclasses.replace(ws, counts=counts), post, out, table, offset,

@@ -24,6 +24,7 @@ from infer.search.config import (
     LIGHT_TRAVEL,
     POST_KEYS,
     SEARCH_VERSION,
+    SLIDE_KEYS,
     SUMMARY_FILE,
     WINDOWS_FILE,
     YEAR,
@@ -68,6 +69,34 @@ def cache_key(paths: dict[str, list[Path]], folds: list[Fold], cfg: SearchConfig
     key = {"version": SEARCH_VERSION, "files": files, "settings": settings,
            "weights": [f.card.weights_sha256 for f in folds], "device": device.type}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def ranking_key(cfg: SearchConfig, identity: dict) -> str:
+    """What makes two searches' scores comparable (one's background usable for the other's
+    triggers): SEARCH_VERSION, the score-changing settings but the slides', and ``identity``
+    (the models' weights, or the bank)."""
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in POST_KEYS + SLIDE_KEYS}
+    key = {"version": SEARCH_VERSION, "settings": settings, **identity}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def read_background(directory: str | Path, key: str) -> tuple[np.ndarray, float]:
+    """(background trigger scores, background livetime s) of the earlier search in
+    ``directory``; SearchError unless it ranked windows as this one does (``key``)."""
+    directory = Path(directory)
+    summary_path, bg_path = directory / SUMMARY_FILE, directory / "background.csv"
+    if not summary_path.is_file() or not bg_path.is_file():
+        raise SearchError(f"background: {directory} holds no search output ({SUMMARY_FILE}, "
+                          "background.csv)")
+    summary = json.loads(summary_path.read_text())
+    if summary.get("ranking_key") != key:
+        raise SearchError(f"background: {directory} ranked windows otherwise (other models, "
+                          "bank or score settings): its background cannot give this search's "
+                          "FARs")
+    data = np.genfromtxt(bg_path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    scores = np.atleast_1d(data["score"]).astype(np.float64) if data.size else np.zeros(0)
+    live = summary["livetime"]
+    return scores, float(live.get("own_background_s", live["background_s"]))
 
 
 def check_length(strain: Strain, n_time: int, cfg: SearchConfig) -> None:
@@ -129,8 +158,11 @@ def run(runs: list[str | Path] | str | Path | None, strain: list[str], out: str 
                  out / WINDOWS_FILE)
         cached = True
 
+    rank = ranking_key(cfg, {"search": "neural",
+                             "weights": [[f.member, f.card.weights_sha256] for f in folds]})
     summary = report(ws, cfg, out, table, cfg.trigger_offset, injections=injections,
-                     extra={"folds": [f.name for f in folds], "cached": cached})
+                     extra={"folds": [f.name for f in folds], "cached": cached,
+                            "ranking_key": rank})
     summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -153,8 +185,14 @@ def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, o
         ws, n_vetoed = veto_injections(ws, table["gps_time"], cfg)
     zero, background = find_triggers(ws, cfg, offset)
     live = livetimes(ws)
-    bg_live = float(live[1:].sum())
-    far, ifar = false_alarm_rates(zero.score, background.score, bg_live)
+    own_live = float(live[1:].sum())
+    bg_scores, bg_live, borrowed = background.score, own_live, []
+    for directory in cfg.background:
+        scores, seconds = read_background(directory, (extra or {})["ranking_key"])
+        bg_scores, bg_live = np.concatenate([bg_scores, scores]), bg_live + seconds
+        borrowed.append({"dir": str(directory), "background_s": seconds,
+                         "triggers": int(scores.size)})
+    far, ifar = false_alarm_rates(zero.score, bg_scores, bg_live)
     cluster_seconds = time.perf_counter() - t
     write_triggers(out / "triggers.csv", zero, far, ifar)
     write_background(out / "background.csv", background)
@@ -197,6 +235,7 @@ def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, o
         "rings": len(ws.rings),
         "analysed_seconds": float(live[0]),
         "livetime": {"zero_lag_s": float(live[0]), "background_s": bg_live,
+                     "own_background_s": own_live, "background_from": borrowed,
                      "background_years": bg_live / YEAR,
                      # The smallest non-zero FAR: one background trigger in the livetime.
                      "far_resolution_per_year": YEAR / bg_live if bg_live > 0 else None,

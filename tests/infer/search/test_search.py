@@ -498,6 +498,30 @@ def test_waves_model_goes_through_model_input(trained, strain, tmp_path):
             assert ws.scores[0, k] == pytest.approx(logit, rel=1e-6, abs=1e-6)
 
 
+def test_background_from_another_stretch(trained, strain, tmp_path, capsys):
+    """background=[DIR]: the FARs of a search without slides come from another search's
+    slides over noise alone (MLGWSC-1's background file): a count over that search's
+    background.csv per its livetime; a search that ranks otherwise is refused."""
+    from infer.search.config import YEAR
+
+    bg = search(trained, strain["noise"], tmp_path / "bg", "--slides", "4")
+    fg = search(trained, strain["hdf5"], tmp_path / "fg", "--injections",
+                str(strain["hdf5"] / "injections.csv"), f"background=[{tmp_path / 'bg'}]")
+    assert fg["slides"]["k"] == 0 and fg["livetime"]["own_background_s"] == 0
+    live = bg["livetime"]["background_s"]
+    assert fg["livetime"]["background_s"] == live > 0
+    scores = np.array([float(r["score"]) for r in read_csv(tmp_path / "bg" / "background.csv")])
+    for row in read_csv(tmp_path / "fg" / "triggers.csv"):
+        count = (scores >= float(row["score"])).sum()
+        assert float(row["far_per_year"]) == pytest.approx(count / (live / YEAR), rel=1e-12)
+    # Another stride ranks other windows: refused, naming the key.
+    with pytest.raises(SystemExit) as e:
+        search(trained, strain["hdf5"], tmp_path / "other", "--stride", "0.5",
+               f"background=[{tmp_path / 'bg'}]")
+    assert e.value.code == 2
+    assert "background:" in capsys.readouterr().err
+
+
 class _Whole(torch.nn.Module):
     """A model run whole: hides the wrapped model's split at the detectors from the search."""
 
