@@ -163,8 +163,9 @@ def main() -> None:
                 wall0, s0 = search(run, strain, work / "out", 0, v, args.batch_size)
                 n_windows = s0["windows"]["analysed"]
                 analysed = s0["analysed_seconds"]
-                wall_k, _ = search(run, strain, work / "out", args.slides, v, args.batch_size)
-                per_slide = (wall_k - wall0) / args.slides
+                wall_k = (search(run, strain, work / "out", args.slides, v, args.batch_size)[0]
+                          if args.slides else wall0)
+                per_slide = (wall_k - wall0) / max(args.slides, 1)
                 for key, value in (("search", n_windows / wall0),
                                    ("strain_s_per_s", analysed / wall0),
                                    ("slide_s", per_slide), ("slide_rel", per_slide / wall0)):

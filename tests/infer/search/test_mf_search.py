@@ -310,6 +310,30 @@ def test_command_line_finds_the_injections(dirs, tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.load(out / "windows.npz")["scores"], before)
 
 
+def test_background_from_noise_with_the_same_bank(dirs, tmp_path, monkeypatch):
+    """The injection strain searched without slides, its FARs from slides over the noise
+    strain: the same templates (matched_filter.bank_file), a count over the noise search's
+    background.csv; without the bank file the banks differ and the background is refused."""
+    from infer.matched_filter import bank
+    from infer.search.config import YEAR
+
+    monkeypatch.setattr(bank, "STOP_WINDOW", 256)
+    bg = search(dirs["noise"], tmp_path / "bg", "--slides", "10")
+    fg = search(dirs["inj"], tmp_path / "fg", "--injections", str(dirs["inj"] / "injections.csv"),
+                overrides=(f"background=[{tmp_path / 'bg'}]",
+                           f"matched_filter.bank_file={tmp_path / 'bg' / 'bank.npz'}"))
+    assert fg["templates"] == bg["templates"]
+    live = bg["livetime"]["background_s"]
+    assert fg["livetime"]["background_s"] == live > 0
+    scores = np.array([float(r["score"]) for r in read_csv(tmp_path / "bg" / "background.csv")])
+    for row in read_csv(tmp_path / "fg" / "triggers.csv"):
+        count = (scores >= float(row["score"])).sum()
+        assert float(row["far_per_year"]) == pytest.approx(count / (live / YEAR), rel=1e-12)
+    with pytest.raises(SystemExit) as e:  # a bank placed on the injection strain's own PSD
+        search(dirs["inj"], tmp_path / "own", overrides=(f"background=[{tmp_path / 'bg'}]",))
+    assert e.value.code == 2
+
+
 def test_bad_inputs_are_named(dirs, tmp_path, capsys, monkeypatch):
     from infer.search.cli import main
 
