@@ -210,7 +210,27 @@ class G2Net1DV3(_WaveModel):
                         else nn.Identity())
 
 
-class G2Net1DSmall(_WaveModel):
+class _PooledLinear(_WaveModel):
+    """A head of global average+max pooling, dropout and a linear layer over ``width``
+    channels (``head.pool``, ``head.drop``, ``head.fc``), as timm's classifiers are reset."""
+
+    def _make_head(self, width: int, num_classes: int, drop_rate: float) -> None:
+        self.num_features = 2 * width
+        self.head = nn.Sequential()
+        self.head.pool = AvgMaxPool()
+        self.head.drop = nn.Dropout(drop_rate)
+        self.reset_classifier(num_classes)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head.fc(self.head.drop(self.head.pool(x)))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 \
+            else nn.Identity()
+
+
+class G2Net1DSmall(_PooledLinear):
     """Five blocks of conv -> BN -> SiLU -> max pool over the three detectors together.
 
     Length: T -> T/4 -> T/16 -> T/64 -> T/256 -> T/512 (8 steps for T = 4096, 250 ms
@@ -234,27 +254,15 @@ class G2Net1DSmall(_WaveModel):
             layers += [_conv(c_in, c, k), nn.BatchNorm1d(c), nn.SiLU(), nn.MaxPool1d(p)]
             c_in = c
         self.features = nn.Sequential(*layers)
-        self.num_features = 2 * c_in
-        self.head = nn.Sequential()
-        self.head.pool = AvgMaxPool()
-        self.head.drop = nn.Dropout(drop_rate)
-        self.head.fc = nn.Linear(2 * c_in, num_classes) if num_classes > 0 else nn.Identity()
+        self._make_head(c_in, num_classes, drop_rate)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T) -> (B, channels[-1], T // 512)."""
         _check_input(x, type(self).__name__)
         return self.features(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head.fc(self.head.drop(self.head.pool(x)))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 \
-            else nn.Identity()
-
-
-class G2Net1DCoinc(_WaveModel):
+class G2Net1DCoinc(_PooledLinear):
     """A coincidence design for searches: one encoder, shared by the three detectors, reads
     each detector's whitened strain alone; a small fusion head reads the three feature maps
     together. Length: T -> T/256 in the encoder (16 steps of 125 ms for T = 4096).
@@ -286,11 +294,7 @@ class G2Net1DCoinc(_WaveModel):
             _conv(N_DETECTORS * c_in, fusion, 3), nn.BatchNorm1d(fusion), nn.SiLU(),
             _conv(fusion, fusion, 3), nn.BatchNorm1d(fusion), nn.SiLU(), nn.MaxPool1d(2),
         )
-        self.num_features = 2 * fusion
-        self.head = nn.Sequential()
-        self.head.pool = AvgMaxPool()
-        self.head.drop = nn.Dropout(drop_rate)
-        self.head.fc = nn.Linear(2 * fusion, num_classes) if num_classes > 0 else nn.Identity()
+        self._make_head(fusion, num_classes, drop_rate)
 
     def forward_detectors(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T) whitened strain -> (B, 3, F, T // 256): each detector's encoder features
@@ -313,14 +317,6 @@ class G2Net1DCoinc(_WaveModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T) -> (B, fusion, T // 512)."""
         return self.fusion[1:](self.forward_detectors(x).sum(dim=1))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head.fc(self.head.drop(self.head.pool(x)))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 \
-            else nn.Identity()
 
 
 # ---------------------------------------------------------------------------------------------
