@@ -601,6 +601,29 @@ def test_logit_ranking_survives_saturation(main_run, trained, strain, tmp_path):
     assert len(set(scores)) == len(scores)
 
 
+def test_several_runs_average_their_logits(main_run, trained, strain, tmp_path):
+    """--runs A B: each run's fold-averaged logit, then their mean. B's logits are 3 times A's
+    (its head scaled), so the pair scores 2 times A alone, window by window."""
+    from data.rundir import write_fold
+    from infer.predict.checkpoints import load_fold
+
+    fold = load_fold(trained / "fold0")
+    head = fold.model.get_classifier()
+    with torch.no_grad():
+        head.weight.mul_(3)
+        head.bias.mul_(3)
+    write_fold(tmp_path / "triple" / "fold0", fold.card, fold.model.state_dict())
+    from infer.search.cli import main
+
+    main(["--runs", str(trained), str(tmp_path / "triple"), "--strain",
+          *strain_args(strain["hdf5"]), "--out", str(tmp_path / "pair"), "--quiet", "--slides",
+          "3", *THREADS])
+    summary = json.loads((tmp_path / "pair" / "summary.json").read_text())
+    assert len(summary["folds"]) == 2
+    pair, one = window_scores(tmp_path / "pair").scores, window_scores(main_run[0]).scores
+    np.testing.assert_allclose(pair, 2 * one, rtol=1e-4, atol=1e-3)
+
+
 def test_trigger_time_on_loud_and_quiet_injections(trained, tmp_path):
     """The clock (the centre of a trigger's peak + 1.1 s) on injections at network SNR 30-50
     and 14-18 (near this small test model's threshold): every loud one has a trigger within
