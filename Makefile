@@ -41,7 +41,8 @@ bench: install
 # samples (12 min); the CQT presets compared by AUC (about 3 h); then the 1D and CQT
 # data-scaling points (hours each; the 256,000-sample set needs about 45 GB of disk while it is
 # made) and the stack of the two 256,000-sample models (the README's best detector); training
-# with injections against the fixed set (about 1 h) and the injection's cost beside a step.
+# with injections against the fixed set (about 1 h) and the injection's cost beside a step;
+# the search against the matched-filter search on an hour of strain (about 1.5 h).
 quality: install
 	bash bench/bench_quality.sh
 	$(PY) bench/bench_ceiling.py --data quality-data/data --out runs/quality/ceiling --jobs 2 \
@@ -57,6 +58,7 @@ quality: install
 	  members=stack "tta=[swap,flip]"
 	MF=runs/quality/mf.csv bash bench/bench_inject_quality.sh quality-data runs/inject
 	$(PY) bench/bench_inject.py --store quality-data/cache/train.zarr --bank quality-data/bank100k
+	bash bench/bench_search_sensitivity.sh search-data runs/search-bench
 
 clean:
 	rm -rf runs/demo demo-data
