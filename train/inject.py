@@ -88,9 +88,12 @@ class Injection:
         for first in range(0, n, batch_size):
             m = min(batch_size, n - first)
             gen = batch_generator(seed, _VALIDATION, first, device=self.injector.device)
+            # At the curriculum's end: validation measures the distribution trained for, not
+            # the easy one a curriculum starts with.
             out = self.injector.inject(noise.batch(m, gen), gen,
                                        positive_fraction=self.positive_fraction,
-                                       incoherent_fraction=self.incoherent_fraction)
+                                       incoherent_fraction=self.incoherent_fraction,
+                                       step=self.injector.snr.curriculum_steps)
             idx = torch.arange(first, first + m, device=out.x.device)
             blocks.append((self.to_stored(out.x), out.target, idx))
         x, t, i = (torch.cat(parts) for parts in zip(*blocks))

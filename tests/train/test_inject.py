@@ -259,6 +259,34 @@ def test_two_processes_draw_their_own_injections(real_store, tmp_path, launch):
     assert read_card(tmp_path / "ddp" / "fold0").training["source"] == "inject"
 
 
+def test_frozen_validation_is_drawn_at_the_curriculums_end(real_store):
+    """With a curriculum (lower bound 30 falling to 5), the frozen validation injections have
+    the SNRs of the distribution trained for (uniform 5-6 here), not the curriculum's start:
+    their SNRs, read back from the injector, all lie in [5, 6]."""
+    from train import inject
+    from train.config import InjectConfig, TrainConfig
+
+    store, bank, _ = real_store
+    g = zstore.require_complete(store)
+    cfg = TrainConfig(store=str(store), source="inject",
+                      inject=InjectConfig(bank=str(bank), snr="uniform:5,6",
+                                          curriculum_start=30, curriculum_steps=100))
+    made = inject.build(cfg, g, "waves", np.arange(int(g.attrs["n"])), torch.device("cpu"),
+                        rank=0)
+    snrs = []
+    original = made.injector.inject
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        snrs.append(out.snr[out.target == 1])
+        return out
+
+    made.injector.inject = recording
+    made.validation_set(32, 5, 16, rank=0, world=1)
+    snr = torch.cat(snrs)
+    assert snr.numel() > 5 and ((snr >= 5) & (snr <= 6)).all(), snr
+
+
 def test_training_without_lalsuite(train_store, real_store, tmp_path):
     """A plain install has no lalsuite: training on a store still works, and a run with
     injections says what to install (lal and lalsimulation hidden from the process)."""
