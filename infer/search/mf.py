@@ -542,11 +542,11 @@ def run(strain: list[str], out: str | Path, cfg: SearchConfig,
                 "matched_filter": {k: v for k, v in to_dict(mf).items()
                                    if k not in ("template_chunk", "bank_file")}}
     extra = {"search": "matched_filter", "templates": ws.counts.get("templates"),
-             "ranking_key": ranking_key(cfg, identity),
              "bank": {"min_match": mf.min_match, "spin_max": mf.spin_max, "seed": mf.seed},
              "cached": cached}
     summary = report(dataclasses.replace(ws, counts=counts), post, out, table, offset,
-                     injections=injections, extra=extra, statistic="network SNR (bank)")
+                     ranking_key(cfg, identity), injections=injections, extra=extra,
+                     statistic="network SNR (bank)")
     summary["speed"] = _speed(ws, summary["analysed_seconds"])
     summary["files"]["bank"] = str(out / BANK_FILE)
     summary["seconds"]["total"] = round(time.perf_counter() - start, 3)

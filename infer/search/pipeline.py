@@ -160,23 +160,23 @@ def run(runs: list[str | Path] | str | Path | None, strain: list[str], out: str 
 
     rank = ranking_key(cfg, {"search": "neural",
                              "weights": [[f.member, f.card.weights_sha256] for f in folds]})
-    summary = report(ws, cfg, out, table, cfg.trigger_offset, injections=injections,
-                     extra={"folds": [f.name for f in folds], "cached": cached,
-                            "ranking_key": rank})
+    summary = report(ws, cfg, out, table, cfg.trigger_offset, rank, injections=injections,
+                     extra={"folds": [f.name for f in folds], "cached": cached})
     summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
 def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, offset: float,
-           injections: str | Path | None = None, extra: dict | None = None,
+           rank: str, injections: str | Path | None = None, extra: dict | None = None,
            statistic: str = "ranking statistic (ensemble logit)") -> dict:
     """Everything after the scores, shared by every search that makes a :class:`WindowScores`
     (the neural search, the matched-filter search): the injection veto, triggers, FARs, found
     injections, ``triggers.csv``, ``background.csv``, ``found.csv``, the plots; returns the
     summary (without its total time: the caller adds it and writes summary.json).
-    ``offset``: s from a window's start to its trigger time; ``statistic``: the score's name
-    on the timeline plot."""
+    ``offset``: s from a window's start to its trigger time; ``rank``: :func:`ranking_key`
+    (written to the summary; a ``cfg.background`` search must have the same); ``statistic``:
+    the score's name on the timeline plot."""
     t = time.perf_counter()
     n_zero = int(np.isfinite(ws.scores[0]).sum())
     n_slid = int(np.isfinite(ws.scores[1:]).sum())  # scored, before any veto
@@ -188,7 +188,7 @@ def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, o
     own_live = float(live[1:].sum())
     bg_scores, bg_live, borrowed = background.score, own_live, []
     for directory in cfg.background:
-        scores, seconds = read_background(directory, (extra or {})["ranking_key"])
+        scores, seconds = read_background(directory, rank)
         bg_scores, bg_live = np.concatenate([bg_scores, scores]), bg_live + seconds
         borrowed.append({"dir": str(directory), "background_s": seconds,
                          "triggers": int(scores.size)})
@@ -248,6 +248,7 @@ def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, o
                      "loudest_background": float(background.score.max())
                      if background.score.size else None},
         **(extra or {}),
+        "ranking_key": rank,
         "sources": ws.sources,
         "seconds": seconds,
         "speed": {

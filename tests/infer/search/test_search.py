@@ -567,19 +567,26 @@ def test_split_model_slides_equal_the_whole_model(trained, strain):
     assert np.abs(split[1:] - split[:1]).max() > 0.05  # slides are not zero lag
 
 
-def test_logit_ranking_survives_saturation(main_run, trained, strain, tmp_path):
-    """Logits 100 times larger saturate the probabilities (windows at exactly 1.0 in float64
-    tie) but change no trigger, no FAR and no found injection: the search ranks on logits."""
+def _scaled_run(trained, run: Path, factor: float) -> Path:
+    """A copy of the trained run whose logits are ``factor`` times the original's (its
+    classifier's weight and bias scaled)."""
     from data.rundir import write_fold
     from infer.predict.checkpoints import load_fold
 
     fold = load_fold(trained / "fold0")
     head = fold.model.get_classifier()
     with torch.no_grad():
-        head.weight.mul_(100)
-        head.bias.mul_(100)
-    write_fold(tmp_path / "loud" / "fold0", fold.card, fold.model.state_dict())
-    search(tmp_path / "loud", strain["hdf5"], tmp_path / "out", "--slides", "3",
+        head.weight.mul_(factor)
+        head.bias.mul_(factor)
+    write_fold(run / "fold0", fold.card, fold.model.state_dict())
+    return run
+
+
+def test_logit_ranking_survives_saturation(main_run, trained, strain, tmp_path):
+    """Logits 100 times larger saturate the probabilities (windows at exactly 1.0 in float64
+    tie) but change no trigger, no FAR and no found injection: the search ranks on logits."""
+    loud_run = _scaled_run(trained, tmp_path / "loud", 100)
+    search(loud_run, strain["hdf5"], tmp_path / "out", "--slides", "3",
            "--injections", str(strain["hdf5"] / "injections.csv"))
     out, _ = main_run
     plain, loud = window_scores(out).scores, window_scores(tmp_path / "out").scores
@@ -604,18 +611,10 @@ def test_logit_ranking_survives_saturation(main_run, trained, strain, tmp_path):
 def test_several_runs_average_their_logits(main_run, trained, strain, tmp_path):
     """--runs A B: each run's fold-averaged logit, then their mean. B's logits are 3 times A's
     (its head scaled), so the pair scores 2 times A alone, window by window."""
-    from data.rundir import write_fold
-    from infer.predict.checkpoints import load_fold
-
-    fold = load_fold(trained / "fold0")
-    head = fold.model.get_classifier()
-    with torch.no_grad():
-        head.weight.mul_(3)
-        head.bias.mul_(3)
-    write_fold(tmp_path / "triple" / "fold0", fold.card, fold.model.state_dict())
     from infer.search.cli import main
 
-    main(["--runs", str(trained), str(tmp_path / "triple"), "--strain",
+    triple = _scaled_run(trained, tmp_path / "triple", 3)
+    main(["--runs", str(trained), str(triple), "--strain",
           *strain_args(strain["hdf5"]), "--out", str(tmp_path / "pair"), "--quiet", "--slides",
           "3", *THREADS])
     summary = json.loads((tmp_path / "pair" / "summary.json").read_text())
