@@ -66,8 +66,11 @@ class InjectConfig:
     strain: list[str] = field(default_factory=list)  # noise=strain: IFO=PATH, as g2net-search
     strain_psd: Literal["training", "local"] = "training"  # whitened by the store's PSD or own
     positive_fraction: float = 0.5  # samples with a signal (target 1)
-    # Half in one detector only, half with one detector's signal from another source (aframe's).
     incoherent_fraction: float = 0.0  # samples with an incoherent signal, target 0
+    # Their kinds, in equal shares: "single" (a signal in one detector only) and "swap" (one
+    # detector's signal from another source), aframe's two; data/inject/injector.py says when
+    # to leave "single" out.
+    incoherent_kinds: list[str] = field(default_factory=lambda: ["single", "swap"])
     # Forms: uniform:LO,HI  power-law:INDEX,LO,HI  normal:MU,SIGMA,MIN  fixed:X
     snr: str = "uniform:2,16"  # the network SNR's distribution
     curriculum_start: float | None = None  # SNR lower bound at step 0, falling to the spec's
@@ -182,6 +185,9 @@ def check(cfg: TrainConfig) -> None:
         need(0 <= i.positive_fraction <= 1, "inject.positive_fraction", "must be in [0, 1]")
         need(0 <= i.incoherent_fraction <= 1 - i.positive_fraction, "inject.incoherent_fraction",
              "must be in [0, 1 - positive_fraction]")
+        need(bool(i.incoherent_kinds) and set(i.incoherent_kinds) <= {"single", "swap"},
+             "inject.incoherent_kinds", f"must be some of [single, swap], got "
+             f"{list(i.incoherent_kinds)}")
         need(i.samples_per_epoch >= 1, "inject.samples_per_epoch", "must be >= 1")
         need(i.n_validation >= 2, "inject.n_validation", "must be >= 2")
         need(i.max_waveforms is None or i.max_waveforms >= 1, "inject.max_waveforms",

@@ -32,6 +32,12 @@ from data.inject.snr import SNRPrior, rescale
 from data.layout import N_TIME, SAMPLE_RATE
 from data.sim.physics import GPS_REFERENCE
 
+# Incoherent negatives (target 0). "single" is a signal in one detector only: it stands in for
+# a glitch, and real signals whose SNR sits mostly in one detector (V1 at H1's and L1's blind
+# spots, say) look like it. "swap" trains coherence alone. Without "single" the search model's
+# background grew louder even in Gaussian noise (docs/search.md), so both are the default.
+INCOHERENT_KINDS = ("single", "swap")
+
 
 def psd_on_grid(psd: np.ndarray, n_time: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A (3, n_freq) one-sided PSD on a grid from 0 to fs / 2, interpolated (linearly, as an
@@ -124,17 +130,28 @@ class Injector:
         return self.whiten(strain).float(), target
 
     def inject(self, noise: torch.Tensor, gen: torch.Generator, *, positive_fraction: float,
-               incoherent_fraction: float = 0.0, step: int = 0) -> Injected:
+               incoherent_fraction: float = 0.0, step: int = 0,
+               incoherent_kinds: tuple[str, ...] = INCOHERENT_KINDS) -> Injected:
         """``noise`` (B, 3, T) whitened, with a coherent signal added to a ``positive_fraction``
-        of the samples (target 1) and an incoherent one to ``incoherent_fraction`` (target 0):
-        half of those a signal in one detector only, half a signal whose one detector's
-        strain comes from another source (both as ML4GW's aframe trains against)."""
+        of the samples (target 1) and an incoherent one to ``incoherent_fraction`` (target 0),
+        of the ``incoherent_kinds`` in equal shares: ``single``, a signal in one detector only;
+        ``swap``, a signal whose one detector's strain comes from another source (both as
+        ML4GW's aframe trains against)."""
+        unknown = set(incoherent_kinds) - set(INCOHERENT_KINDS)
+        if unknown or not incoherent_kinds:
+            raise ValueError(f"incoherent kinds must be some of {list(INCOHERENT_KINDS)}, got "
+                             f"{list(incoherent_kinds)}")
         b = noise.shape[0]
         u = self._uniform(b, gen)
         kind = torch.zeros(b, dtype=torch.int8, device=self.device)
         kind[u < positive_fraction] = 1
         incoherent = (u >= positive_fraction) & (u < positive_fraction + incoherent_fraction)
+        # Drawn whatever the kinds, so that a batch's other draws do not depend on them.
         split = self._uniform(b, gen) < 0.5
+        if "swap" not in incoherent_kinds:
+            split[:] = True
+        elif "single" not in incoherent_kinds:
+            split[:] = False
         kind[incoherent & split] = 2
         kind[incoherent & ~split] = 3
         has = kind > 0

@@ -67,6 +67,8 @@ def test_wrong_type_and_value(tmp_path, train_store):
     _fails(tmp_path, f"store={train_store}", "epochs=many", match="epochs: expected an integer")
     _fails(tmp_path, f"store={train_store}", "augment.swap_p=2", match="augment.swap_p")
     _fails(tmp_path, f"store={train_store}", "checkpoint_total_limit=1", match="at least 2")
+    _fails(tmp_path, f"store={train_store}", "source=inject", "inject.bank=b.zarr",
+           "inject.incoherent_kinds=[glitch]", match="inject.incoherent_kinds")
 
 
 def test_missing_config_file(tmp_path, train_store, capsys):

@@ -104,6 +104,27 @@ def test_what_each_kind_of_sample_holds(bank, whiten):
     assert not torch.equal(other.x, out.x)
 
 
+def test_incoherent_kinds_can_be_chosen(bank, whiten):
+    """Only the kinds asked for, each keeping the coherent samples where they were."""
+    inj = Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:10"))
+    noise = torch.randn(300, 3, 4096)
+    outs = {kinds: inj.inject(noise, batch_generator(0, 7), positive_fraction=0.4,
+                              incoherent_fraction=0.4, incoherent_kinds=kinds)
+            for kinds in [("single", "swap"), ("swap",), ("single",)]}
+    both, swap, single = (outs[k].kind.numpy() for k in outs)
+    incoherent = both >= 2
+    assert incoherent.sum() > 60 and (both == 2).any() and (both == 3).any()
+    np.testing.assert_array_equal(swap[incoherent], 3)
+    np.testing.assert_array_equal(single[incoherent], 2)
+    for kind in (swap, single):
+        np.testing.assert_array_equal(kind[~incoherent], both[~incoherent])
+    changed = (outs[("single",)].x != noise).any(dim=-1).numpy()
+    assert (changed[incoherent].sum(axis=1) == 1).all()
+    with pytest.raises(ValueError, match="incoherent kinds"):
+        inj.inject(noise, batch_generator(0, 7), positive_fraction=0.4,
+                   incoherent_fraction=0.4, incoherent_kinds=("glitch",))
+
+
 def test_a_merger_window_the_bank_cannot_serve_is_refused(bank, whiten):
     with pytest.raises(ValueError, match="max-merger-time"):
         Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:8"),
