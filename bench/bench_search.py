@@ -1,7 +1,8 @@
 """Search throughput on this machine: windows and seconds of strain per second end to end, next
 to the compute-only ceiling, and the cost of time slides.
 
-    python bench/bench_search.py [--duration 600] [--slides 10] [--variants 1:on,1:off,2:off]
+    python bench/bench_search.py [--duration 600] [--slides 10]
+                                 [--variants 1:on,1:on:nchw+eager,1:off,2:off]
                                  [--repeat 2] [--batch-size 64] [--work DIR] [--runs RUN]
                                  [--models images,waves]
 
@@ -15,10 +16,11 @@ to the compute-only ceiling, and the cost of time slides.
   - *compute only*: whitening (the training PSD) + CQT + float16 + model input + model on
     in-memory batches of ``--batch-size`` windows, one thread: no reading, PSD, slides or
     bookkeeping, no second thread;
-  - per variant ``THREADS:on|off`` (torch threads per op; the transform in its own thread or
-    not): *search, zero lag*: ``infer.search.pipeline.run`` (``--rescore``, stride 0.25 s,
-    local PSD),
-    the wall time of the whole call: reading, PSD, transform, model, clustering, files and
+  - per variant ``THREADS:on|off[:FLAGS]`` (torch threads per op; the transform in its own
+    thread or not; FLAGS joined by ``+``: ``nchw``, CQT models on NCHW images
+    (``channels_last=false``); ``eager``, CQT models not frozen (``freeze=false``)):
+    *search, zero lag*: ``infer.search.pipeline.run`` (``--rescore``, stride 0.25 s, local
+    PSD), the wall time of the whole call: reading, PSD, transform, model, clustering, files and
     plots (gwpy and the file readers imported beforehand); *search, K slides*: the same with
     ``--slides K``; a slide costs (wall(K) - wall(0)) / K.
 
@@ -104,9 +106,12 @@ def search(run: Path, strain: Path, out: Path, slides: int, variant: str,
            batch_size: int) -> tuple[float, dict]:
     from infer.search.pipeline import run as search_run
 
-    threads, thread = variant.split(":")
+    threads, thread, *rest = variant.split(":")
+    flags = set(rest[0].split("+")) if rest else set()
     cfg = load_config(SearchConfig, None, [
         f"slides={slides}", f"threads={threads}", f"batch_size={batch_size}",
+        f"channels_last={'false' if 'nchw' in flags else 'true'}",
+        f"freeze={'false' if 'eager' in flags else 'true'}",
         f"transform_thread={'true' if thread == 'on' else 'false'}"])
     args = [f"{d}={strain}/{d[0]}-{d}_SYNTH-*.hdf5" for d in ("H1", "L1", "V1")]
     start = time.perf_counter()
@@ -118,9 +123,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=600, help="s of strain")
     ap.add_argument("--slides", type=int, default=10)
-    ap.add_argument("--variants", default="1:on,1:off,2:off",
-                    help="THREADS:on|off (torch threads per op : transform thread), "
-                         "comma-separated")
+    ap.add_argument("--variants", default="1:on,1:on:nchw+eager,1:off,2:off",
+                    help="THREADS:on|off[:nchw+eager] (torch threads per op : transform "
+                         "thread [: NCHW images, no TorchScript freeze]), comma-separated")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--work", type=Path, help="keep data here (default: a temporary directory)")

@@ -23,7 +23,7 @@ POST_KEYS = ("trigger_time", "trigger_offset", "cluster", "match_window", "injec
 # Settings a window's score does not depend on beyond POST_KEYS: the slides, what is read and
 # how (a background from another stretch needs the same ranking, not the same slides).
 SLIDE_KEYS = ("slides", "slide_step", "slide_detectors", "ring", "channels", "checkpoints",
-              "batch_size", "slide_batch_size")
+              "batch_size", "slide_batch_size", "channels_last", "freeze")
 LIGHT_TRAVEL = 0.0273  # s: Hanford-Virgo, the longest baseline of the three
 
 
@@ -96,10 +96,16 @@ class SearchConfig:
     # busy processes on the cores, 2 threads per op on 2 cores ran the search 3-10x slower
     # than 1 (bench/bench_search.py measures it).
     threads: int = 0
-    # The transform in a worker thread beside the models. On the shared 2-core machine it
-    # was slower for the tiny CQT model (524 against 624 windows/s) and faster for the 1D CNN
-    # (501 against 423): off by default; measure on yours.
-    transform_thread: bool = False
+    # The transform in a worker thread beside the models. On the idle 2-core machine the
+    # demo's CQT model searched 1.75x faster with it (570 against 326 windows/s); only with
+    # other processes busy on the cores was it slower (524 against 624): measure on yours.
+    transform_thread: bool = True
+    # CQT models read NHWC images: 1.13x faster for the demo's model on a 2-core CPU.
+    channels_last: bool = True
+    # On a CPU, CQT models are traced and frozen by TorchScript (batch norm folded into the
+    # convolutions, ops fused): the demo's model ran 1.4x faster than unfrozen. A model that
+    # cannot be traced runs as it is, with a warning. Both change scores by float32 rounding.
+    freeze: bool = True
     psd: SearchPSDConfig = field(default_factory=SearchPSDConfig)
     cluster: float = 2.0  # s: a trigger is the loudest window within +-cluster of itself
     # A trigger's time: "centre": the centre of its peak (the run of windows scoring at least

@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,7 +199,10 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
     scores = np.full((cfg.slides + 1, grid.n), np.nan)
 
     base = ensemble_transform(folds).to(device).eval()
-    models = [accelerator.prepare_model(f.model, evaluation_mode=True) for f in folds]
+    nhwc = [cfg.channels_last and f.card.input == "images" for f in folds]
+    models = [accelerator.prepare_model(
+        f.model.to(memory_format=torch.channels_last) if cl else f.model, evaluation_mode=True)
+        for f, cl in zip(folds, nhwc)]
     # Folds whose model splits at the detectors keep features, the others transformed rows.
     split = [f.card.input == "waves" and splits_at_detectors(accelerator.unwrap_model(m))
              for f, m in zip(folds, models)]
@@ -207,7 +211,9 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
     need_waves = any(f.card.input == "waves" for f in folds)
     cqt = base.cqt if need_images else None
     keep = {f.card.input for f in whole}  # transformed rows a ring keeps for its slides
-    statistic = Statistic(folds, models, split, accelerator)
+    statistic = Statistic(folds, models, split, accelerator, nhwc,
+                          freeze=[cl and cfg.freeze and device.type == "cpu"
+                                  for cl in (f.card.input == "images" for f in folds)])
     slide_batch = cfg.slide_batch_size if not whole else cfg.batch_size
 
     n_scored = sum((b - a) * sum(slide_rows(b - a, k, m, len(slid), slid) is not None
@@ -333,9 +339,12 @@ class Statistic:
     (:meth:`features` at zero lag, rows of other windows in a slide); the others from the
     float16 "images" / "waves" rows, through infer.predict's own input preparation."""
 
-    def __init__(self, folds: list[Fold], models: list, split: list[bool], accelerator):
-        self.folds, self.models, self.split = folds, models, split
+    def __init__(self, folds: list[Fold], models: list, split: list[bool], accelerator,
+                 channels_last: list[bool] | None = None, freeze: list[bool] | None = None):
+        self.folds, self.models, self.split = folds, list(models), split
         self.accelerator = accelerator
+        self.channels_last = channels_last or [False] * len(folds)
+        self.freeze = list(freeze or [False] * len(folds))  # not yet frozen, to freeze
         self.members = np.array([f.member for f in folds])
 
     def features(self, outs: dict) -> dict[int, torch.Tensor]:
@@ -356,11 +365,30 @@ class Statistic:
                 with self.accelerator.autocast():
                     z = self.accelerator.unwrap_model(model).forward_fusion(feats[i])
             else:
-                z = model(fold_views(fold, rows, [()], 0.0)[0])
+                x = fold_views(fold, rows, [()], 0.0)[0]
+                if self.channels_last[i]:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                if self.freeze[i]:
+                    self.models[i] = model = frozen(model, x, fold.path)
+                    self.freeze[i] = False
+                z = model(x)
             logits.append(z.float().view(-1))
         z = torch.stack(logits).double().cpu().numpy()  # (n_folds, B)
         return np.mean([z[self.members == m].mean(axis=0) for m in np.unique(self.members)],
                        axis=0)
+
+
+def frozen(model: torch.nn.Module, x: torch.Tensor, name: object = "model") -> torch.nn.Module:
+    """``model`` (in eval mode) traced on the batch ``x`` and frozen by TorchScript, or
+    ``model`` itself, with a warning, where tracing fails. Traced graphs take any batch size:
+    the models' code branches on no shape."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
+    except Exception as e:  # noqa: BLE001  (any model a user brings: run it unfrozen)
+        log.warning("%s: not frozen (%s: %s); scored unfrozen", name, type(e).__name__, e)
+        return model
 
 
 class _Worker:

@@ -743,6 +743,38 @@ def test_transform_thread_changes_no_score(trained, strain):
     np.testing.assert_array_equal(got[0], got[1])
 
 
+def test_frozen_channels_last_model_scores_as_the_plain_one(trained, strain, caplog):
+    """The CPU speed-ups (NHWC images, a TorchScript-frozen model) change scores by float32
+    rounding only, at every batch size the search makes; a model tracing cannot take runs
+    unfrozen, with a warning."""
+    from data.config import load_config
+    from data.strain import parse_strain, read_strain
+    from infer.predict.checkpoints import load_fold
+    from infer.search.config import SearchConfig
+    from infer.search.scoring import frozen, score_windows
+
+    fold = load_fold(trained / "fold0")
+    s = read_strain(parse_strain(strain_args(strain["noise"])), 2048)
+    fast, plain = (score_windows(s, [fold], load_config(SearchConfig, None, [
+        "stride=0.5", "slides=2", "batch_size=48", f"channels_last={flag}", f"freeze={flag}"]),
+        progress=False).scores for flag in ("true", "false"))
+    assert fast.shape[1] % 48 and np.isfinite(fast).all()  # a last, smaller batch too
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-4)
+    assert np.abs(fast - plain).max() > 0  # the frozen model did run
+
+    x = torch.randn(4, 3, 46, 129)  # the default CQT image
+    assert isinstance(frozen(fold.model.eval(), x), torch.jit.ScriptModule)
+
+    class Untraceable(torch.nn.Module):
+        def forward(self, x):
+            return float(x.sum())
+
+    model = Untraceable()
+    with caplog.at_level("WARNING"):
+        assert frozen(model, x, "odd") is model
+    assert "odd: not frozen" in caplog.text
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: a clear error naming the file or key, before any scoring
 
