@@ -104,7 +104,8 @@ class SearchConfig:
     channels_last: bool = True
     # On a CPU, CQT models are traced and frozen by TorchScript (batch norm folded into the
     # convolutions, ops fused): the demo's model ran 1.4x faster than unfrozen. A model that
-    # cannot be traced runs as it is, with a warning. Both change scores by float32 rounding.
+    # cannot be traced, or whose frozen outputs differ from its own, runs as it is, with a
+    # warning. Both change scores by float32 rounding.
     freeze: bool = True
     psd: SearchPSDConfig = field(default_factory=SearchPSDConfig)
     cluster: float = 2.0  # s: a trigger is the loudest window within +-cluster of itself

@@ -380,12 +380,18 @@ class Statistic:
 
 def frozen(model: torch.nn.Module, x: torch.Tensor, name: object = "model") -> torch.nn.Module:
     """``model`` (in eval mode) traced on the batch ``x`` and frozen by TorchScript, or
-    ``model`` itself, with a warning, where tracing fails. Traced graphs take any batch size:
-    the models' code branches on no shape."""
+    ``model`` itself, with a warning, where tracing fails or the frozen model's outputs on
+    ``x`` and on a smaller batch differ from the model's (a trace bakes in any branch the
+    model's Python code took, on the batch size for instance)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            return torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
+            fast = torch.jit.freeze(torch.jit.trace(model, x, check_trace=False))
+        for batch in (x, x[: x.shape[0] // 2 + 1]):
+            want, got = model(batch).float(), fast(batch).float()
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-3):
+                raise ValueError("its outputs differ from the model's")
+        return fast
     except Exception as e:  # noqa: BLE001  (any model a user brings: run it unfrozen)
         log.warning("%s: not frozen (%s: %s); scored unfrozen", name, type(e).__name__, e)
         return model
