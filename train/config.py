@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from data.config import ConfigError
+from data.inject import INCOHERENT_KINDS
 
 
 class TrainError(ValueError):
@@ -68,8 +69,8 @@ class InjectConfig:
     positive_fraction: float = 0.5  # samples with a signal (target 1)
     incoherent_fraction: float = 0.0  # samples with an incoherent signal, target 0
     # Their kinds, in equal shares: "single" (a signal in one detector only) and "swap" (one
-    # detector's signal from another source), aframe's two; data/inject/injector.py says when
-    # to leave "single" out.
+    # detector's signal from another source), aframe's two (data/inject/__init__.py: what
+    # leaving "single" out did).
     incoherent_kinds: list[str] = field(default_factory=lambda: ["single", "swap"])
     # Forms: uniform:LO,HI  power-law:INDEX,LO,HI  normal:MU,SIGMA,MIN  fixed:X
     snr: str = "uniform:2,16"  # the network SNR's distribution
@@ -185,8 +186,8 @@ def check(cfg: TrainConfig) -> None:
         need(0 <= i.positive_fraction <= 1, "inject.positive_fraction", "must be in [0, 1]")
         need(0 <= i.incoherent_fraction <= 1 - i.positive_fraction, "inject.incoherent_fraction",
              "must be in [0, 1 - positive_fraction]")
-        need(bool(i.incoherent_kinds) and set(i.incoherent_kinds) <= {"single", "swap"},
-             "inject.incoherent_kinds", f"must be some of [single, swap], got "
+        need(bool(i.incoherent_kinds) and set(i.incoherent_kinds) <= set(INCOHERENT_KINDS),
+             "inject.incoherent_kinds", f"must be some of {list(INCOHERENT_KINDS)}, got "
              f"{list(i.incoherent_kinds)}")
         need(i.samples_per_epoch >= 1, "inject.samples_per_epoch", "must be >= 1")
         need(i.n_validation >= 2, "inject.n_validation", "must be >= 2")

@@ -26,17 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from data.inject import INCOHERENT_KINDS
 from data.inject.bank import Bank
 from data.inject.projection import Detectors, antenna_patterns, geocentre_delays, gmst, project
 from data.inject.snr import SNRPrior, rescale
 from data.layout import N_TIME, SAMPLE_RATE
 from data.sim.physics import GPS_REFERENCE
-
-# Incoherent negatives (target 0). "single" is a signal in one detector only: it stands in for
-# a glitch, and real signals whose SNR sits mostly in one detector (V1 at H1's and L1's blind
-# spots, say) look like it. "swap" trains coherence alone. Without "single" the search model's
-# background grew louder even in Gaussian noise (docs/search.md), so both are the default.
-INCOHERENT_KINDS = ("single", "swap")
 
 
 def psd_on_grid(psd: np.ndarray, n_time: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -199,7 +199,8 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
     scores = np.full((cfg.slides + 1, grid.n), np.nan)
 
     base = ensemble_transform(folds).to(device).eval()
-    nhwc = [cfg.channels_last and f.card.input == "images" for f in folds]
+    images = [f.card.input == "images" for f in folds]
+    nhwc = [cfg.channels_last and im for im in images]
     models = [accelerator.prepare_model(
         f.model.to(memory_format=torch.channels_last) if cl else f.model, evaluation_mode=True)
         for f, cl in zip(folds, nhwc)]
@@ -207,13 +208,12 @@ def _score_windows(strain: Strain, folds: list[Fold], cfg: SearchConfig, acceler
     split = [f.card.input == "waves" and splits_at_detectors(accelerator.unwrap_model(m))
              for f, m in zip(folds, models)]
     whole = [f for f, sp in zip(folds, split) if not sp]
-    need_images = any(f.card.input == "images" for f in folds)
+    need_images = any(images)
     need_waves = any(f.card.input == "waves" for f in folds)
     cqt = base.cqt if need_images else None
     keep = {f.card.input for f in whole}  # transformed rows a ring keeps for its slides
     statistic = Statistic(folds, models, split, accelerator, nhwc,
-                          freeze=[cl and cfg.freeze and device.type == "cpu"
-                                  for cl in (f.card.input == "images" for f in folds)])
+                          freeze=[im and cfg.freeze and device.type == "cpu" for im in images])
     slide_batch = cfg.slide_batch_size if not whole else cfg.batch_size
 
     n_scored = sum((b - a) * sum(slide_rows(b - a, k, m, len(slid), slid) is not None
