@@ -115,7 +115,14 @@ def median_psd(periodograms_: np.ndarray) -> np.ndarray:
     n = periodograms_.shape[0]
     if n == 0:
         raise ValueError("median PSD of no segments")
-    return np.median(periodograms_, axis=0) / median_bias(n)
+    # np.median's numbers from one partition along a contiguous axis (a search takes a median
+    # PSD every 16 s of strain: 4 against 10 ms for 65 segments): below the k-th value lie the
+    # k smaller ones, so for even n the (k - 1)-th is their maximum.
+    k = n // 2
+    part = np.partition(np.moveaxis(np.asarray(periodograms_, dtype=np.float64), 0, -1), k,
+                        axis=-1)
+    median = part[..., k] if n % 2 else (part[..., :k].max(axis=-1) + part[..., k]) / 2
+    return median / median_bias(n)
 
 
 def estimate_psd(x: np.ndarray, alpha: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -357,3 +357,37 @@ def test_transform_on_cuda_matches_cpu(impl, psd, noise):
     # the float16 the store keeps (5e-4).
     tol = 1e-5 if impl == "fft" else 1e-3
     assert (gpu_images.cpu() - cpu_images).abs().max() <= tol * cpu_images.abs().max()
+
+
+def test_whiten_removes_a_large_offset_like_the_time_domain_mean(psd):
+    """The mean is removed after the FFT (rFFT(x w) - m rFFT(w)); on strain with an offset and
+    low-frequency noise ~1e4 times the in-band noise (the worst of raw detector data) it must
+    give what detrending before the window gives, computed here by numpy in float64."""
+    rng = np.random.default_rng(7)
+    t = np.arange(N_TIME) / 2048
+    band = rng.standard_normal((2, 3, N_TIME)) * 1e-21
+    slow = 1e-17 * (3.0 + np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6, (2, 3, 1))))
+    x = band + slow
+    whiten = Whiten(psd, alpha=0.25, highpass=18.0, lowpass=None)
+    y = whiten(torch.from_numpy(x)).numpy()
+    window, response = whiten.window.numpy(), whiten.response.numpy()
+    ref = np.fft.irfft(np.fft.rfft((x - x.mean(axis=-1, keepdims=True)) * window)
+                       * response, n=N_TIME)
+    assert np.abs(ref).max() > 0.5  # the in-band noise survives whitening
+    np.testing.assert_allclose(y, ref, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("n", [1, 2, 16, 17, 64, 65])
+def test_median_psd_is_scipys_median_welch(n):
+    """median_psd of Tukey periodograms = scipy.signal.welch(average='median') over the same
+    non-overlapping segments, for odd and even counts (the even one averages two values)."""
+    from scipy.signal import welch
+
+    from preprocess.spectral import median_psd, periodograms, tukey
+
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((3, n * 512)) * 1e-21
+    window = tukey(512, 0.25)
+    segs = x.reshape(3, n, 512).transpose(1, 0, 2)
+    _, ref = welch(x, fs=2048, window=window, nperseg=512, noverlap=0, average="median")
+    np.testing.assert_allclose(median_psd(periodograms(segs, window, 2048)), ref, rtol=1e-12)
