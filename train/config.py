@@ -72,6 +72,9 @@ class InjectConfig:
     # detector's signal from another source), aframe's two (data/inject/__init__.py: what
     # leaving "single" out did).
     incoherent_kinds: list[str] = field(default_factory=lambda: ["single", "swap"])
+    # Which detector a "swap" replaces: "uniform" (any) or "snr" (in proportion to its share of
+    # the signal's SNR^2, so that it is rarely one too weak to tell; data/inject/injector.py).
+    swap_detector: Literal["uniform", "snr"] = "uniform"
     # Forms: uniform:LO,HI  power-law:INDEX,LO,HI  normal:MU,SIGMA,MIN  fixed:X
     snr: str = "uniform:2,16"  # the network SNR's distribution
     curriculum_start: float | None = None  # SNR lower bound at step 0, falling to the spec's

@@ -57,6 +57,7 @@ class Injection:
     positive_fraction: float
     incoherent_fraction: float
     incoherent_kinds: tuple[str, ...]
+    swap_detector: str
     seed: int
     rank: int
     record: dict  # what the model card says the model was trained on
@@ -66,7 +67,8 @@ class Injection:
         out = self.injector.inject(self.noise.batch(n, gen), gen,
                                    positive_fraction=self.positive_fraction,
                                    incoherent_fraction=self.incoherent_fraction,
-                                   incoherent_kinds=self.incoherent_kinds, step=step)
+                                   incoherent_kinds=self.incoherent_kinds,
+                                   swap_detector=self.swap_detector, step=step)
         return self.to_stored(out.x), out.target
 
     def train_batches(self, epoch: int, start: int, stop: int, batch_size: int,
@@ -96,6 +98,7 @@ class Injection:
                                        positive_fraction=self.positive_fraction,
                                        incoherent_fraction=self.incoherent_fraction,
                                        incoherent_kinds=self.incoherent_kinds,
+                                       swap_detector=self.swap_detector,
                                        step=self.injector.snr.curriculum_steps)
             idx = torch.arange(first, first + m, device=out.x.device)
             blocks.append((self.to_stored(out.x), out.target, idx))
@@ -171,6 +174,7 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
               "positive_fraction": i.positive_fraction,
               "incoherent_fraction": i.incoherent_fraction,
               "incoherent_kinds": list(i.incoherent_kinds),
+              "swap_detector": i.swap_detector,
               "merger_window": list(i.merger_window),
               "shuffle_detectors": i.shuffle_detectors if i.noise == "store" else None,
               "strain": list(i.strain) if i.noise == "strain" else None,
@@ -181,7 +185,8 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
              bank.polarisations.nbytes / 1e6, i.noise, i.snr, 100 * i.positive_fraction,
              100 * i.incoherent_fraction)
     return Injection(injector, noise, stored_form(g, kind, device), i.positive_fraction,
-                     i.incoherent_fraction, tuple(i.incoherent_kinds), cfg.seed, rank, record)
+                     i.incoherent_fraction, tuple(i.incoherent_kinds), i.swap_detector, cfg.seed,
+                     rank, record)
 
 
 def validation_noise(cfg: TrainConfig, g, val_rows: np.ndarray, injection: Injection,

@@ -9,3 +9,6 @@ the detectors (``projection``) and SNRs with the distributions targets are drawn
 # background grew louder even in Gaussian noise (docs/search.md), so both are the default.
 # Here, not in injector.py, so that train.config can check the key without lalsuite.
 INCOHERENT_KINDS = ("single", "swap")
+# Which detector a "swap" replaces: any with equal odds, or one drawn in proportion to its share
+# of the signal's SNR^2 ("snr"; the injector's docstring says why).
+SWAP_DETECTORS = ("uniform", "snr")

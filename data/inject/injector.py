@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data.inject import INCOHERENT_KINDS
+from data.inject import INCOHERENT_KINDS, SWAP_DETECTORS
 from data.inject.bank import Bank
 from data.inject.projection import Detectors, antenna_patterns, geocentre_delays, gmst, project
 from data.inject.snr import SNRPrior, rescale
@@ -126,16 +126,27 @@ class Injector:
 
     def inject(self, noise: torch.Tensor, gen: torch.Generator, *, positive_fraction: float,
                incoherent_fraction: float = 0.0, step: int = 0,
-               incoherent_kinds: tuple[str, ...] = INCOHERENT_KINDS) -> Injected:
+               incoherent_kinds: tuple[str, ...] = INCOHERENT_KINDS,
+               swap_detector: str = "uniform") -> Injected:
         """``noise`` (B, 3, T) whitened, with a coherent signal added to a ``positive_fraction``
         of the samples (target 1) and an incoherent one to ``incoherent_fraction`` (target 0),
         of the ``incoherent_kinds`` in equal shares: ``single``, a signal in one detector only;
         ``swap``, a signal whose one detector's strain comes from another source (both as
-        ML4GW's aframe trains against)."""
+        ML4GW's aframe trains against). ``swap_detector``: which detector a swap replaces,
+        ``uniform`` (any, equal odds) or ``snr`` (drawn in proportion to its share of the
+        signal's SNR^2).
+
+        Why ``snr``: with three detectors a signal often has one weak detector (V1, or one
+        whose antenna pattern nearly vanishes). Its strain replaced, the sample is labelled
+        incoherent yet looks like a coherent signal, so a model learns to doubt loud signals
+        with a weak detector; the search model missed such signals at SNR 20-45."""
         unknown = set(incoherent_kinds) - set(INCOHERENT_KINDS)
         if unknown or not incoherent_kinds:
             raise ValueError(f"incoherent kinds must be some of {list(INCOHERENT_KINDS)}, got "
                              f"{list(incoherent_kinds)}")
+        if swap_detector not in SWAP_DETECTORS:
+            raise ValueError(f"swap_detector must be one of {list(SWAP_DETECTORS)}, got "
+                             f"{swap_detector!r}")
         b = noise.shape[0]
         u = self._uniform(b, gen)
         kind = torch.zeros(b, dtype=torch.int8, device=self.device)
@@ -156,6 +167,13 @@ class Injector:
         one = torch.nn.functional.one_hot(det, 3).to(sig.dtype)[..., None]  # (m, 3, 1)
         swap = k == 3
         if bool(swap.any()):
+            if swap_detector == "snr":
+                # Whitened by the PSD the SNRs are measured against: power per detector ~ SNR^2.
+                power = sig[swap].double().square().sum(dim=-1)  # (s, 3)
+                cdf = power.cumsum(dim=1) / power.sum(dim=1, keepdim=True)
+                u = self._uniform(int(swap.sum()), gen)
+                det[swap] = (u[:, None] > cdf).sum(dim=1).clamp(max=2)
+                one = torch.nn.functional.one_hot(det, 3).to(sig.dtype)[..., None]
             other, _ = self.signals(int(swap.sum()), gen, step)
             sig[swap] = sig[swap] * (1 - one[swap]) + other * one[swap]
         single = k == 2

@@ -69,6 +69,8 @@ def test_wrong_type_and_value(tmp_path, train_store):
     _fails(tmp_path, f"store={train_store}", "checkpoint_total_limit=1", match="at least 2")
     _fails(tmp_path, f"store={train_store}", "source=inject", "inject.bank=b.zarr",
            "inject.incoherent_kinds=[glitch]", match="inject.incoherent_kinds")
+    _fails(tmp_path, f"store={train_store}", "source=inject", "inject.bank=b.zarr",
+           "inject.swap_detector=loudest", match="inject.swap_detector")
 
 
 def test_missing_config_file(tmp_path, train_store, capsys):

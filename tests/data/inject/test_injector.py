@@ -140,3 +140,37 @@ def test_psd_on_grid_is_whitens_interpolation(whiten):
     want = 1 / np.sqrt(grid)
     want /= want.max(axis=-1, keepdims=True)
     np.testing.assert_allclose(inv[:, 1:-1], want[:, 1:-1], rtol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["uniform", "snr"])
+def test_swap_detector_replaces_a_detector_in_proportion_to_its_snr2(bank, whiten, mode):
+    """A swap replaces one detector's signal with another source's. ``uniform`` picks it with
+    equal odds; ``snr`` in proportion to its share of the coherent signal's SNR^2, so the share
+    of the replaced detector averages sum_d share_d^2 (a loud detector, rarely a weak one).
+    The coherent signals are caught as the injector makes them (its first ``signals`` call)."""
+    inj = Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:10"))
+    made = []
+    signals = inj.signals
+
+    def catch(*args, **kwargs):
+        out = signals(*args, **kwargs)
+        made.append(out[0].clone())
+        return out
+
+    inj.signals = catch
+    noise = torch.zeros(600, 3, 4096)
+    out = inj.inject(noise, batch_generator(0, 9), positive_fraction=0.0, incoherent_fraction=1.0,
+                     incoherent_kinds=("swap",), swap_detector=mode)
+    coherent = made[0].double()
+    replaced = (out.x.double() - coherent).abs().amax(dim=-1) > 0  # (600, 3)
+    assert (replaced.sum(dim=1) == 1).all()
+    power = coherent.square().sum(dim=-1)
+    share = (power / power.sum(dim=1, keepdim=True)).numpy()
+    got = share[replaced.numpy()].mean()
+    want = (share**2).sum(axis=1).mean() if mode == "snr" else share.mean()
+    # 600 draws of a share in [0, 1]: standard error < 0.02.
+    assert abs(got - want) < 0.04, (got, want)
+    assert abs((share**2).sum(axis=1).mean() - 1 / 3) > 0.1  # the two modes differ here
+    with pytest.raises(ValueError, match="swap_detector"):
+        inj.inject(noise, batch_generator(0, 9), positive_fraction=0.0, incoherent_fraction=1.0,
+                   swap_detector="loudest")
