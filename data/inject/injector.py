@@ -138,8 +138,9 @@ class Injector:
 
         Why ``snr``: with three detectors a signal often has one weak detector (V1, or one
         whose antenna pattern nearly vanishes). Its strain replaced, the sample is labelled
-        incoherent yet looks like a coherent signal, so a model learns to doubt loud signals
-        with a weak detector; the search model missed such signals at SNR 20-45."""
+        incoherent yet looks like a coherent signal, which could teach a model to doubt loud
+        signals with a weak detector, the search model's misses at SNR 20-45. Trained with
+        ``snr``, the search model missed the same ones (docs/search.md, "More levers")."""
         unknown = set(incoherent_kinds) - set(INCOHERENT_KINDS)
         if unknown or not incoherent_kinds:
             raise ValueError(f"incoherent kinds must be some of {list(INCOHERENT_KINDS)}, got "
