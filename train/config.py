@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from data.config import ConfigError
-from data.inject import INCOHERENT_KINDS
+from data.inject import INCOHERENT_KINDS, SWAP_DETECTORS
 
 
 class TrainError(ValueError):
@@ -74,7 +74,7 @@ class InjectConfig:
     incoherent_kinds: list[str] = field(default_factory=lambda: ["single", "swap"])
     # Which detector a "swap" replaces: "uniform" (any) or "snr" (in proportion to its share of
     # the signal's SNR^2, so that it is rarely one too weak to tell; data/inject/injector.py).
-    swap_detector: Literal["uniform", "snr"] = "uniform"
+    swap_detector: str = "uniform"
     # Forms: uniform:LO,HI  power-law:INDEX,LO,HI  normal:MU,SIGMA,MIN  fixed:X
     snr: str = "uniform:2,16"  # the network SNR's distribution
     curriculum_start: float | None = None  # SNR lower bound at step 0, falling to the spec's
@@ -192,6 +192,8 @@ def check(cfg: TrainConfig) -> None:
         need(bool(i.incoherent_kinds) and set(i.incoherent_kinds) <= set(INCOHERENT_KINDS),
              "inject.incoherent_kinds", f"must be some of {list(INCOHERENT_KINDS)}, got "
              f"{list(i.incoherent_kinds)}")
+        need(i.swap_detector in SWAP_DETECTORS, "inject.swap_detector",
+             f"must be one of {list(SWAP_DETECTORS)}, got {i.swap_detector!r}")
         need(i.samples_per_epoch >= 1, "inject.samples_per_epoch", "must be >= 1")
         need(i.n_validation >= 2, "inject.n_validation", "must be >= 2")
         need(i.max_waveforms is None or i.max_waveforms >= 1, "inject.max_waveforms",

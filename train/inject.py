@@ -62,13 +62,16 @@ class Injection:
     rank: int
     record: dict  # what the model card says the model was trained on
 
+    def _inject(self, noise: torch.Tensor, gen: torch.Generator, step: int):
+        """The injector's batch from ``noise`` with this run's fractions and kinds."""
+        return self.injector.inject(noise, gen, positive_fraction=self.positive_fraction,
+                                    incoherent_fraction=self.incoherent_fraction,
+                                    incoherent_kinds=self.incoherent_kinds,
+                                    swap_detector=self.swap_detector, step=step)
+
     def batch(self, n: int, gen: torch.Generator, step: int = 0):
         """(stored-form x, targets (n,) float32) for one batch of ``n``."""
-        out = self.injector.inject(self.noise.batch(n, gen), gen,
-                                   positive_fraction=self.positive_fraction,
-                                   incoherent_fraction=self.incoherent_fraction,
-                                   incoherent_kinds=self.incoherent_kinds,
-                                   swap_detector=self.swap_detector, step=step)
+        out = self._inject(self.noise.batch(n, gen), gen, step)
         return self.to_stored(out.x), out.target
 
     def train_batches(self, epoch: int, start: int, stop: int, batch_size: int,
@@ -94,12 +97,7 @@ class Injection:
             gen = batch_generator(seed, _VALIDATION, first, device=self.injector.device)
             # At the curriculum's end: validation measures the distribution trained for, not
             # the easy one a curriculum starts with.
-            out = self.injector.inject(noise.batch(m, gen), gen,
-                                       positive_fraction=self.positive_fraction,
-                                       incoherent_fraction=self.incoherent_fraction,
-                                       incoherent_kinds=self.incoherent_kinds,
-                                       swap_detector=self.swap_detector,
-                                       step=self.injector.snr.curriculum_steps)
+            out = self._inject(noise.batch(m, gen), gen, self.injector.snr.curriculum_steps)
             idx = torch.arange(first, first + m, device=out.x.device)
             blocks.append((self.to_stored(out.x), out.target, idx))
         x, t, i = (torch.cat(parts) for parts in zip(*blocks))
