@@ -19,7 +19,7 @@ CONFIG_FILE = "search.yaml"
 # Settings that do not change a window's score: a cached windows.npz is reused across them.
 POST_KEYS = ("trigger_time", "trigger_offset", "cluster", "match_window", "injection_veto",
              "far_thresholds", "snr_bins", "threads", "transform_thread", "matched_filter",
-             "background")
+             "background", "save_windows")
 # Settings a window's score does not depend on beyond POST_KEYS: the slides, what is read and
 # how (a background from another stretch needs the same ranking, not the same slides).
 SLIDE_KEYS = ("slides", "slide_step", "slide_detectors", "ring", "channels", "checkpoints",
@@ -145,6 +145,11 @@ class SearchConfig:
     background: list[str] = field(default_factory=list)
     # Explicit fold directories / best.safetensors; empty = every fold*/ under --runs.
     checkpoints: list[str] = field(default_factory=list)
+    # Write windows.npz, every slide's window (or bin) scores, which a later search of the same
+    # inputs with other trigger or FAR settings reuses instead of scoring again. false for a
+    # search kept only as another's background (background.csv and summary.json are all
+    # `background=[...]` reads): 1,500 slides of an hour are 2.8 GB of matched-filter bins.
+    save_windows: bool = True
 
     def __post_init__(self) -> None:
         for key, value in (("stride", self.stride), ("psd.span", self.psd.span),

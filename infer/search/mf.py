@@ -523,7 +523,8 @@ def run(strain: list[str], out: str | Path, cfg: SearchConfig,
             ws = score_bins(data, plan, params, cfg, device, progress)
         ws.seconds.update(read=read_seconds, bank=bank_seconds)
         del data
-        ws.save(out / WINDOWS_FILE, key)
+        if cfg.save_windows:
+            ws.save(out / WINDOWS_FILE, key)
 
     # A bin's trigger time is its centre: its loudest merger time lies anywhere in it.
     offset = ws.grid.stride_s / 2

@@ -151,7 +151,8 @@ def run(runs: list[str | Path] | str | Path | None, strain: list[str], out: str 
         ws = score_windows(data, folds, cfg, accelerator, progress)
         ws.seconds["read"] = read_seconds
         del data
-        ws.save(out / WINDOWS_FILE, key)
+        if cfg.save_windows:
+            ws.save(out / WINDOWS_FILE, key)
         cached = False
     else:
         log.info("reusing the window scores in %s (same inputs, models and settings)",
@@ -257,8 +258,10 @@ def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, o
             "slide_windows_per_s": n_slid / ws.seconds["model_slides"]
             if ws.seconds.get("model_slides") else None,
         },
+        # windows.npz where this search wrote it or reused it (save_windows)
         "files": {n: str(out / n) for n in ("triggers.csv", "background.csv", "timeline.png",
-                                            WINDOWS_FILE, CONFIG_FILE)},
+                                            WINDOWS_FILE, CONFIG_FILE)
+                  if n != WINDOWS_FILE or cfg.save_windows or (extra or {}).get("cached")},
     }
     if found is not None:
         n_an = int(found["analysed"].sum())

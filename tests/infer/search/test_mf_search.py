@@ -313,12 +313,16 @@ def test_command_line_finds_the_injections(dirs, tmp_path, monkeypatch):
 def test_background_from_noise_with_the_same_bank(dirs, tmp_path, monkeypatch):
     """The injection strain searched without slides, its FARs from slides over the noise
     strain: the same templates (matched_filter.bank_file), a count over the noise search's
-    background.csv; without the bank file the banks differ and the background is refused."""
+    background.csv; without the bank file the banks differ and the background is refused.
+    The noise search keeps no bin scores (save_windows=false): a background needs none."""
     from infer.matched_filter import bank
     from infer.search.config import YEAR
 
     monkeypatch.setattr(bank, "STOP_WINDOW", 256)
-    bg = search(dirs["noise"], tmp_path / "bg", "--slides", "10")
+    bg = search(dirs["noise"], tmp_path / "bg", "--slides", "10",
+                overrides=("save_windows=false",))
+    assert not (tmp_path / "bg" / "windows.npz").exists()
+    assert "windows.npz" not in bg["files"] and "background.csv" in bg["files"]
     fg = search(dirs["inj"], tmp_path / "fg", "--injections", str(dirs["inj"] / "injections.csv"),
                 overrides=(f"background=[{tmp_path / 'bg'}]",
                            f"matched_filter.bank_file={tmp_path / 'bg' / 'bank.npz'}"))

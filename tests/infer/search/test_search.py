@@ -501,10 +501,13 @@ def test_waves_model_goes_through_model_input(trained, strain, tmp_path):
 def test_background_from_another_stretch(trained, strain, tmp_path, capsys):
     """background=[DIR]: the FARs of a search without slides come from another search's
     slides over noise alone (MLGWSC-1's background file): a count over that search's
-    background.csv per its livetime; a search that ranks otherwise is refused."""
+    background.csv per its livetime; a search that ranks otherwise is refused. The noise
+    search keeps no window scores (save_windows=false): a background needs none."""
     from infer.search.config import YEAR
 
-    bg = search(trained, strain["noise"], tmp_path / "bg", "--slides", "4")
+    bg = search(trained, strain["noise"], tmp_path / "bg", "--slides", "4", "save_windows=false")
+    assert not (tmp_path / "bg" / "windows.npz").exists()
+    assert "windows.npz" not in bg["files"] and "background.csv" in bg["files"]
     fg = search(trained, strain["hdf5"], tmp_path / "fg", "--injections",
                 str(strain["hdf5"] / "injections.csv"), f"background=[{tmp_path / 'bg'}]")
     assert fg["slides"]["k"] == 0 and fg["livetime"]["own_background_s"] == 0
