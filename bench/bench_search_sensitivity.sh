@@ -10,8 +10,13 @@
 # (675 injections: the sensitive volume weighs a found injection by d^3, so the quiet ones set
 # it, and on the first hour one SNR-7 injection held a fifth of the matched filter's volume).
 #
-#   bash bench/bench_search_sensitivity.sh [WORK [OUT [RUN]]]   (defaults: search-data,
-#                                                                runs/search-bench, train one)
+# With YEAR=1, then a year of background: five more noise hours (seeds 400-800), 1,500 slides
+# each, searched by both searches without windows.npz (save_windows=false), added to the two
+# hours' background (1.04 years in all: FAR 1/year resolved), and the three hours compared
+# again (~2 h here: docs/search.md, "A year of background").
+#
+#   [YEAR=1] bash bench/bench_search_sensitivity.sh [WORK [OUT [RUN]]]
+#       (defaults: search-data, runs/search-bench, train one)
 #
 # WORK holds the strain; RUN, a trained search model (else one is trained here: 128,000
 # injections into an hour of noise of a third seed, then 32,000 more with a curriculum, the
@@ -97,3 +102,35 @@ step matched_filter3 $PY -m infer.search --matched-filter --strain $(strain "$WO
   "background=[$OUT/mf_bg,$OUT/mf_bg2]" "matched_filter.bank_file=$OUT/mf_bg/bank.npz"
 step compare3 $PY -m infer.search.compare --searches "neural=$OUT/neural3" "mf=$OUT/mf3" \
   --reference mf --injections "$WORK/hour3/injections.csv" --out "$OUT/compare3"
+
+# A year of background (YEAR=1; docs/search.md, "A year of background").
+if [ "${YEAR:-0}" = 1 ]; then
+  NN_BG="$OUT/neural_bg,$OUT/neural_bg2"
+  MF_BG="$OUT/mf_bg,$OUT/mf_bg2"
+  for seed in 400 500 600 700 800; do
+    [ -f "$WORK/bgy$seed/synth_long.yaml" ] || step "bgnoise_$seed" $PY -m data.sim.long_strain \
+      --out "$WORK/bgy$seed" --duration 3600 --seed "$seed" --injections-every 0 --format hdf5 \
+      --quiet
+    # shellcheck disable=SC2046
+    step "neural_background_$seed" $PY -m infer.search --runs "$RUN" \
+      --strain $(strain "$WORK/bgy$seed") --out "$OUT/neural_bgy$seed" --slides 1500 --quiet \
+      save_windows=false
+    # shellcheck disable=SC2046
+    step "matched_filter_background_$seed" $PY -m infer.search --matched-filter \
+      --strain $(strain "$WORK/bgy$seed") --out "$OUT/mf_bgy$seed" --slides 1500 --quiet \
+      save_windows=false "matched_filter.bank_file=$OUT/mf_bg/bank.npz"
+    NN_BG="$NN_BG,$OUT/neural_bgy$seed"
+    MF_BG="$MF_BG,$OUT/mf_bgy$seed"
+  done
+  # The three hours' window scores are reused (windows.npz): only the FARs change.
+  # shellcheck disable=SC2046
+  step neural3_year $PY -m infer.search --runs "$RUN" --strain $(strain "$WORK/hour3") \
+    --out "$OUT/neural3" --injections "$WORK/hour3/injections.csv" --quiet "background=[$NN_BG]"
+  # shellcheck disable=SC2046
+  step matched_filter3_year $PY -m infer.search --matched-filter \
+    --strain $(strain "$WORK/hour3") --out "$OUT/mf3" --injections "$WORK/hour3/injections.csv" \
+    --quiet "background=[$MF_BG]" "matched_filter.bank_file=$OUT/mf_bg/bank.npz"
+  step compare3_year $PY -m infer.search.compare --searches "neural=$OUT/neural3" \
+    "mf=$OUT/mf3" --reference mf --injections "$WORK/hour3/injections.csv" \
+    --out "$OUT/compare3_year"
+fi
