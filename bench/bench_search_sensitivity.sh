@@ -13,7 +13,8 @@
 # With YEAR=1, then a year of background: five more noise hours (seeds 400-800), 1,500 slides
 # each, searched by both searches without windows.npz (save_windows=false), added to the two
 # hours' background (1.04 years in all: FAR 1/year resolved), and the three hours compared
-# again (~2 h here: docs/search.md, "A year of background").
+# again (~2.5 h one search after another: 96 + 54 min measured; docs/search.md, "A year of
+# background").
 #
 #   [YEAR=1] bash bench/bench_search_sensitivity.sh [WORK [OUT [RUN]]]
 #       (defaults: search-data, runs/search-bench, train one)
@@ -23,7 +24,9 @@
 # SNR's lower bound falling from 10 to 4 over 600 steps, one epoch (a second made the search
 # worse: docs/search.md); ~1 h on one core; on bench_quality.sh's store and a 100,000-waveform
 # bank, both made if absent). The figures in docs/search.md used the first epoch of that run
-# with epochs=2, stopped for time; epochs=1 searched the same. Times land in OUT/times.txt.
+# with epochs=2, stopped for time; epochs=1 searched the same. That model was trained with
+# inject.swap_detector=uniform; configs/train/search1d.yaml sets snr since (two runs: 0.79 and
+# 0.80 of the matched filter's distance at 1/month against 0.75). Times land in OUT/times.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

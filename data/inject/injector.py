@@ -140,8 +140,9 @@ class Injector:
         whose antenna pattern nearly vanishes). Its strain replaced, the sample is labelled
         incoherent yet looks like a coherent signal, which could teach a model to doubt loud
         signals with a weak detector, the search model's misses at SNR 20-45. Trained with
-        ``snr``, the search model missed the same ones, and reached 0.79 of the matched
-        filter's sensitive distance at 1/month against 0.75 (one run; docs/search.md)."""
+        ``snr``, the search model missed the same ones, and reached 0.79 and 0.80 of the
+        matched filter's sensitive distance at 1/month (two seeds) against 0.75 and 0.74 with
+        ``uniform`` (docs/search.md, "More levers")."""
         unknown = set(incoherent_kinds) - set(INCOHERENT_KINDS)
         if unknown or not incoherent_kinds:
             raise ValueError(f"incoherent kinds must be some of {list(INCOHERENT_KINDS)}, got "
