@@ -75,6 +75,11 @@ class InjectConfig:
     # Which detector a "swap" replaces: "uniform" (any) or "snr" (in proportion to its share of
     # the signal's SNR^2, so that it is rarely one too weak to tell; data/inject/injector.py).
     swap_detector: str = "uniform"
+    # noise=strain: hard negatives, a g2net-search's hard_negatives.csv made on this same strain
+    # with time slides (its loudest background windows, each detector's from its own time): a
+    # hard_negative_fraction of every batch, in place of plain-noise samples, target 0.
+    hard_negatives: str | None = None
+    hard_negative_fraction: float = 0.0
     # Forms: uniform:LO,HI  power-law:INDEX,LO,HI  normal:MU,SIGMA,MIN  fixed:X
     snr: str = "uniform:2,16"  # the network SNR's distribution
     curriculum_start: float | None = None  # SNR lower bound at step 0, falling to the spec's
@@ -194,6 +199,17 @@ def check(cfg: TrainConfig) -> None:
              f"{list(i.incoherent_kinds)}")
         need(i.swap_detector in SWAP_DETECTORS, "inject.swap_detector",
              f"must be one of {list(SWAP_DETECTORS)}, got {i.swap_detector!r}")
+        plain = 1 - i.positive_fraction - i.incoherent_fraction
+        need(0 <= i.hard_negative_fraction <= plain + 1e-12, "inject.hard_negative_fraction",
+             f"must be in [0, 1 - positive_fraction - incoherent_fraction] = [0, {plain:g}] "
+             f"(hard negatives take plain-noise samples' places), got "
+             f"{i.hard_negative_fraction}")
+        need((i.hard_negatives is None) == (i.hard_negative_fraction == 0),
+             "inject.hard_negatives", "give both inject.hard_negatives (a g2net-search's "
+             "hard_negatives.csv) and inject.hard_negative_fraction > 0, or neither")
+        need(i.hard_negatives is None or i.noise == "strain", "inject.hard_negatives",
+             f"needs noise=strain (the strain the search's windows come from), got "
+             f"noise={i.noise}")
         need(i.samples_per_epoch >= 1, "inject.samples_per_epoch", "must be >= 1")
         need(i.n_validation >= 2, "inject.n_validation", "must be >= 2")
         need(i.max_waveforms is None or i.max_waveforms >= 1, "inject.max_waveforms",

@@ -25,6 +25,7 @@ from data.inject.injector import Injector, batch_generator
 from data.inject.noise import GaussianNoise, StoreNoise, StrainNoise, local_psd
 from data.inject.snr import SNRPrior
 from data.inputs.loader import PAD_INDEX
+from data.layout import DETECTORS, SAMPLE_RATE
 from preprocess.config import PreprocessConfig
 from preprocess.spectral import median_psd, periodograms, tukey
 from preprocess.transforms import CQT, Whiten
@@ -61,6 +62,8 @@ class Injection:
     seed: int
     rank: int
     record: dict  # what the model card says the model was trained on
+    hard: torch.Tensor | None = None  # (n, 3) int64 sample starts of the hard negatives
+    hard_fraction: float = 0.0  # of every batch
 
     def _inject(self, noise: torch.Tensor, gen: torch.Generator, step: int):
         """The injector's batch from ``noise`` with this run's fractions and kinds."""
@@ -72,7 +75,22 @@ class Injection:
     def batch(self, n: int, gen: torch.Generator, step: int = 0):
         """(stored-form x, targets (n,) float32) for one batch of ``n``."""
         out = self._inject(self.noise.batch(n, gen), gen, step)
-        return self.to_stored(out.x), out.target
+        x = out.x
+        if self.hard is not None:
+            # A plain-noise sample (kind 0) becomes a hard negative with the odds that make
+            # hard_fraction of the batch on average; positives and incoherent samples stay.
+            plain = 1 - self.injection_fractions()
+            u = torch.rand(n, generator=gen, device=gen.device).to(x.device)
+            pick = torch.randint(0, self.hard.shape[0], (n,), generator=gen,
+                                 device=gen.device).cpu()
+            rows = torch.nonzero((out.kind == 0) & (u < self.hard_fraction / plain)).flatten()
+            if rows.numel():
+                x[rows] = self.noise.windows(self.hard[pick[rows.cpu()]])
+        return self.to_stored(x), out.target
+
+    def injection_fractions(self) -> float:
+        """The share of samples holding a signal, coherent or not."""
+        return self.positive_fraction + self.incoherent_fraction
 
     def train_batches(self, epoch: int, start: int, stop: int, batch_size: int,
                       step: Callable[[], int]) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -144,7 +162,7 @@ def _noise(cfg: TrainConfig, g, rows: np.ndarray, device: torch.device):
         window = tukey(n_time, alpha)
         psd = local_psd(strain.data, lambda segs: median_psd(periodograms(segs, window)), n_time)
     whiten = _whitener(g, psd, device)
-    noise = StrainNoise(strain.data, whiten, device)
+    noise = StrainNoise(strain.data, whiten, device, t0=strain.t0)
     log.info("inject: strain noise, %s s of clean windows per detector, whitened with the %s "
              "PSD", ", ".join(f"{s:.0f}" for s in noise.clean_seconds), i.strain_psd)
     return noise, whiten
@@ -166,6 +184,10 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
                             merger_window=tuple(i.merger_window), device=device)
     except (ValueError, zstore.StoreError) as e:
         raise TrainError(f"inject: {e}") from None
+    hard = _hard_negatives(i.hard_negatives, noise) if i.hard_negatives else None
+    if hard is not None:
+        log.info("inject: %d hard negatives from %s, %.0f%% of each batch", hard.shape[0],
+                 i.hard_negatives, 100 * i.hard_negative_fraction)
     record = {"bank": bank.describe(), "noise": i.noise, "snr": i.snr,
               "curriculum": ([i.curriculum_start, i.curriculum_steps]
                              if i.curriculum_start is not None else None),
@@ -177,14 +199,44 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
               "shuffle_detectors": i.shuffle_detectors if i.noise == "store" else None,
               "strain": list(i.strain) if i.noise == "strain" else None,
               "strain_psd": i.strain_psd if i.noise == "strain" else None,
-              "validation": i.validation}
+              "validation": i.validation,
+              "hard_negatives": ({"file": i.hard_negatives, "n": int(hard.shape[0]),
+                                  "fraction": i.hard_negative_fraction}
+                                 if hard is not None else None)}
     log.info("inject: %d waveforms from %s (%.0f MB in memory), noise=%s, SNR %s, %.0f%% "
              "positives, %.0f%% incoherent negatives", len(bank.params), i.bank,
              bank.polarisations.nbytes / 1e6, i.noise, i.snr, 100 * i.positive_fraction,
              100 * i.incoherent_fraction)
     return Injection(injector, noise, stored_form(g, kind, device), i.positive_fraction,
                      i.incoherent_fraction, tuple(i.incoherent_kinds), i.swap_detector, cfg.seed,
-                     rank, record)
+                     rank, record, hard, i.hard_negative_fraction)
+
+
+def _hard_negatives(path: str, noise) -> torch.Tensor:
+    """The (n, 3) sample starts of a g2net-search's hard_negatives.csv (slide, score, H1, L1,
+    V1: each detector's window start, GPS) in the strain noise; TrainError for a file that is
+    not one or whose windows all lie outside the strain (a search of other strain)."""
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        gps = np.array([[float(r[d]) for d in DETECTORS] for r in rows], dtype=np.float64)
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise TrainError(f"inject.hard_negatives: {path}: not a g2net-search hard_negatives.csv "
+                         f"(columns slide, score, {', '.join(DETECTORS)}): {e}") from None
+    if gps.shape[0] == 0:
+        raise TrainError(f"inject.hard_negatives: {path} holds no windows")
+    starts, ok = noise.starts_at(gps)
+    if not ok.any():
+        end = noise.t0 + noise.data.shape[1] / SAMPLE_RATE
+        raise TrainError(f"inject.hard_negatives: none of the {ok.size} windows of {path} lies "
+                         f"on a clean stretch of inject.strain (GPS {noise.t0:.3f}-{end:.3f}): "
+                         f"made by a search of other strain?")
+    if not ok.all():
+        log.warning("inject.hard_negatives: %d of %d windows of %s are not on inject.strain's "
+                    "clean samples; left out", int((~ok).sum()), ok.size, path)
+    return starts
 
 
 def validation_noise(cfg: TrainConfig, g, val_rows: np.ndarray, injection: Injection,

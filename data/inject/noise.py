@@ -94,7 +94,7 @@ class StrainNoise:
     independently among the starts whose window holds no NaN, whitened by ``whiten``."""
 
     def __init__(self, data: np.ndarray, whiten: Whitener, device: torch.device | str = "cpu",
-                 n_time: int = N_TIME):
+                 n_time: int = N_TIME, t0: float = 0.0):
         data = np.asarray(data, dtype=np.float64)
         if data.ndim != 2 or data.shape[1] < n_time:
             raise ValueError(f"strain of shape {data.shape}: need (3, >= {n_time}) samples")
@@ -108,6 +108,7 @@ class StrainNoise:
         self.data = torch.from_numpy(np.nan_to_num(data)).to(device)
         self.whiten = whiten
         self.n_time, self.device = n_time, torch.device(device)
+        self.t0 = t0  # GPS time of sample 0
         self.offsets = torch.arange(n_time, device=self.device)
 
     @property
@@ -116,12 +117,26 @@ class StrainNoise:
         return [s.numel() / SAMPLE_RATE for s in self.starts]
 
     def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        rows = []
-        for d, starts in enumerate(self.starts):
-            pick = torch.randint(0, starts.numel(), (n,), generator=gen, device=gen.device).cpu()
-            s = starts[pick].to(self.device)
-            rows.append(self.data[d][s[:, None] + self.offsets])  # (n, T)
+        picks = [starts[torch.randint(0, starts.numel(), (n,), generator=gen,
+                                      device=gen.device).cpu()] for starts in self.starts]
+        return self.windows(torch.stack(picks, dim=1))
+
+    def windows(self, starts: torch.Tensor) -> torch.Tensor:
+        """(n, 3, T) float32 whitened windows, detector d's starting at sample ``starts[:, d]``
+        ((n, 3) int64)."""
+        starts = starts.to(self.device)
+        rows = [self.data[d][starts[:, d, None] + self.offsets] for d in range(len(self.starts))]
         return self.whiten(torch.stack(rows, dim=1)).float()
+
+    def starts_at(self, gps: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """GPS window starts (n, 3), detector d's in column d -> ((m, 3) int64 sample starts of
+        the m windows that lie on a sample and hold no gap in any detector, (n,) bool: which)."""
+        x = (np.asarray(gps, dtype=np.float64) - self.t0) * SAMPLE_RATE
+        s = np.round(x).astype(np.int64)
+        ok = (np.abs(x - s) < 1e-3).all(axis=1)
+        for d, starts in enumerate(self.starts):
+            ok &= np.isin(s[:, d], starts.numpy())
+        return torch.from_numpy(s[ok]), ok
 
 
 def local_psd(data: np.ndarray, estimate: Callable[[np.ndarray], np.ndarray],

@@ -16,10 +16,11 @@ SEARCH_VERSION = 2  # 2: logits, not probabilities
 WINDOWS_FILE = "windows.npz"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "search.yaml"
+HARD_NEGATIVES_FILE = "hard_negatives.csv"
 # Settings that do not change a window's score: a cached windows.npz is reused across them.
 POST_KEYS = ("trigger_time", "trigger_offset", "cluster", "match_window", "injection_veto",
              "far_thresholds", "snr_bins", "threads", "transform_thread", "matched_filter",
-             "background", "save_windows")
+             "background", "save_windows", "hard_negatives")
 # Settings a window's score does not depend on beyond POST_KEYS: the slides, what is read and
 # how (a background from another stretch needs the same ranking, not the same slides).
 SLIDE_KEYS = ("slides", "slide_step", "slide_detectors", "ring", "channels", "checkpoints",
@@ -150,6 +151,11 @@ class SearchConfig:
     # search kept only as another's background (background.csv and summary.json are all
     # `background=[...]` reads): 1,500 slides of an hour are 2.8 GB of matched-filter bins.
     save_windows: bool = True
+    # Write hard_negatives.csv: the N loudest background triggers (one per cluster, after the
+    # injection veto) with the GPS start of the window each detector's row came from, for
+    # training on this strain's hardest time-slid noise (inject.hard_negatives,
+    # docs/training.md). Neural searches only; 0: not written.
+    hard_negatives: int = 0
 
     def __post_init__(self) -> None:
         for key, value in (("stride", self.stride), ("psd.span", self.psd.span),
@@ -171,6 +177,8 @@ class SearchConfig:
             raise ConfigError(f"threads: must be 0 (automatic) or more, got {self.threads}")
         if self.slides < 0:
             raise ConfigError(f"slides: must be 0 or more, got {self.slides}")
+        if self.hard_negatives < 0:
+            raise ConfigError(f"hard_negatives: must be 0 or more, got {self.hard_negatives}")
         if self.psd.min_segments < 1:
             raise ConfigError(f"psd.min_segments: must be at least 1, got {self.psd.min_segments}")
         bad = [d for d in self.slide_detectors if d not in DETECTORS[1:]]

@@ -285,6 +285,10 @@ def check_config(cfg: SearchConfig) -> None:
     if cfg.psd.source != "local":
         raise SearchError(f"psd.source={cfg.psd.source}: the matched-filter search has no "
                           "model card, hence no training PSD; use psd.source=local")
+    if cfg.hard_negatives:
+        raise ConfigError("hard_negatives: the loudest background windows are for training a "
+                          "model on (inject.hard_negatives); the matched-filter search's bins "
+                          "are not 2-s windows: leave it 0")
     bin_samples = whole_samples(mf.bin, SAMPLE_RATE, "matched_filter.bin")
     if bin_samples % STEP:
         raise ConfigError(f"matched_filter.bin: {mf.bin:g} s is not a multiple of {STEP} "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.layout import DETECTORS
 from infer.search.config import SearchConfig
 from infer.search.triggers import Triggers
 
@@ -34,6 +35,18 @@ def write_background(path: Path, bg: Triggers) -> None:
         w.writerow(["slide", "gps_time", "score"])
         for i in np.lexsort((bg.gps_time, bg.slide)):
             w.writerow([int(bg.slide[i]), f"{bg.gps_time[i]:.6f}", repr(float(bg.score[i]))])
+
+
+def write_hard_negatives(path: Path, windows: dict) -> None:
+    """slide, score, H1, L1, V1 (each detector's window start, GPS): the search's loudest
+    background windows (:func:`infer.search.triggers.loudest_background_windows`), loudest
+    first; what ``inject.hard_negatives`` reads."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["slide", "score", *DETECTORS])
+        for i in range(windows["score"].size):
+            w.writerow([int(windows["slide"][i]), repr(float(windows["score"][i])),
+                        *(f"{windows[d][i]:.6f}" for d in DETECTORS)])
 
 
 def write_found(path: Path, table: dict, found: dict, zero: Triggers, far: np.ndarray,

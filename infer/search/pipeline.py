@@ -21,6 +21,7 @@ from data.strain import Strain, parse_strain, read_strain
 from infer.predict.checkpoints import Fold, load_folds
 from infer.search.config import (
     CONFIG_FILE,
+    HARD_NEGATIVES_FILE,
     LIGHT_TRAVEL,
     POST_KEYS,
     SEARCH_VERSION,
@@ -34,9 +35,19 @@ from infer.search.config import (
 )
 from infer.search.grid import whole_multiple, whole_samples
 from infer.search.injections import match_injections, read_injections, veto_injections
-from infer.search.outputs import write_background, write_found, write_triggers
+from infer.search.outputs import (
+    write_background,
+    write_found,
+    write_hard_negatives,
+    write_triggers,
+)
 from infer.search.scoring import WindowScores, score_windows
-from infer.search.triggers import false_alarm_rates, find_triggers, livetimes
+from infer.search.triggers import (
+    false_alarm_rates,
+    find_triggers,
+    livetimes,
+    loudest_background_windows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +208,9 @@ def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, o
     cluster_seconds = time.perf_counter() - t
     write_triggers(out / "triggers.csv", zero, far, ifar)
     write_background(out / "background.csv", background)
+    if cfg.hard_negatives:
+        write_hard_negatives(out / HARD_NEGATIVES_FILE,
+                             loudest_background_windows(ws, cfg, cfg.hard_negatives))
 
     from infer.plots import plot_efficiency, plot_timeline
 
@@ -260,8 +274,9 @@ def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, o
         },
         # windows.npz where this search wrote it or reused it (save_windows)
         "files": {n: str(out / n) for n in ("triggers.csv", "background.csv", "timeline.png",
-                                            WINDOWS_FILE, CONFIG_FILE)
-                  if n != WINDOWS_FILE or cfg.save_windows or (extra or {}).get("cached")},
+                                            WINDOWS_FILE, CONFIG_FILE, HARD_NEGATIVES_FILE)
+                  if (n != WINDOWS_FILE or cfg.save_windows or (extra or {}).get("cached"))
+                  and (n != HARD_NEGATIVES_FILE or cfg.hard_negatives)},
     }
     if found is not None:
         n_an = int(found["analysed"].sum())

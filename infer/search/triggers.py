@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
+from data.layout import DETECTORS
 from infer.search.config import (
     YEAR,
     SearchConfig,
@@ -94,6 +95,38 @@ def find_triggers(ws: WindowScores, cfg: SearchConfig,
                           np.concatenate([t.score for t in bg]),
                           np.concatenate([t.slide for t in bg]))
     return found[0], background
+
+
+def loudest_background_windows(ws: WindowScores, cfg: SearchConfig, n: int) -> dict:
+    """The ``n`` loudest background triggers (each the loudest window within +-``cfg.cluster``
+    of its slide, as :func:`find_triggers` clusters them), loudest first, and where each
+    detector's row of that slid window came from: {"slide": (m,) int, "score": (m,),
+    "H1"/"L1"/"V1": (m,) GPS start of the detector's 2-s window}, m <= n. Slide k takes the
+    i-th slid detector's row from the window (i + 1) k slide_step earlier, circularly within
+    the window's ring (grid.slide_rows)."""
+    radius = max(1, round(cfg.cluster / ws.grid.stride_s))
+    step = round(cfg.slide_step / ws.grid.stride_s)
+    slid = [DETECTORS.index(d) for d in cfg.slide_detectors]
+    parts = []
+    for k in range(1, ws.scores.shape[0]):
+        idx = cluster(ws.scores[k], radius)
+        parts.append(np.stack([np.full(idx.size, k), idx]).T)
+    both = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
+    score = ws.scores[both[:, 0], both[:, 1]]
+    top = np.argsort(-score, kind="stable")[:n]
+    k, w, score = both[top, 0], both[top, 1], score[top]
+    a = np.zeros_like(w)
+    size = np.ones_like(w)
+    for lo, hi in ws.rings:
+        inside = (w >= lo) & (w < hi)
+        a[inside], size[inside] = lo, hi - lo
+    out = {"slide": k, "score": score}
+    for d, name in enumerate(DETECTORS):
+        row = w.copy()
+        if d in slid:
+            row = a + (w - a - (slid.index(d) + 1) * k * step) % size
+        out[name] = ws.grid.starts(row)
+    return out
 
 
 def livetimes(ws: WindowScores) -> np.ndarray:

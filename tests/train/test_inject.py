@@ -307,3 +307,109 @@ def test_training_without_lalsuite(train_store, real_store, tmp_path):
                          capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode == 2, bad.stderr[-3000:]
     assert "source=inject needs lalsuite" in bad.stderr
+
+
+def _hdf5_strain(directory: Path, strain: np.ndarray, t0: int) -> list[str]:
+    """(3, N) strain as three GWOSC-style HDF5 files; their IFO=PATH items."""
+    from data.sim.frames import HDF5Writer, strain_path
+
+    items = []
+    for row, ifo in enumerate(("H1", "L1", "V1")):
+        path = strain_path(directory, ifo, t0, strain.shape[1] // 2048, "hdf5")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        w = HDF5Writer(path, ifo, t0, 2048)
+        w.write(0, strain[row])
+        w.close()
+        items.append(f"{ifo}={path}")
+    return items
+
+
+def test_hard_negatives_are_the_search_files_windows(real_store, tmp_path):
+    """inject.hard_negatives: a g2net-search hard_negatives.csv's rows (each detector's window
+    start, GPS) become target-0 samples cut from the strain at exactly those times, whitened
+    as the plain noise is, in place of plain-noise samples only, at the configured share; a
+    row off the strain is left out with a warning; the card records the file."""
+    from data.config import load_config
+    from data.inject.injector import batch_generator
+    from data.sim.physics import coloured_noise
+    from train.config import TrainConfig
+    from train.inject import build
+
+    store, bank, _ = real_store
+    t0 = 1_300_000_000
+    rng = np.random.default_rng(5)
+    strain = coloured_noise(rng, 2048 * 32)
+    items = _hdf5_strain(tmp_path / "strain", strain, t0)
+    # Each detector from its own time, as a time slide pairs them; the last row is off the
+    # strain (a search of other data).
+    starts = np.array([[3.0, 10.5, 21.25], [12.0, 5.0, 0.5], [27.0, 1.0, 14.0],
+                       [40.0, 2.0, 3.0]])
+    csv_path = tmp_path / "hard_negatives.csv"
+    lines = ["slide,score,H1,L1,V1"] + [
+        f"{k + 1},{2.0 - k}," + ",".join(f"{t0 + s:.6f}" for s in row)
+        for k, row in enumerate(starts)]
+    csv_path.write_text("\n".join(lines) + "\n")
+    common = ["source=inject", f"inject.bank={bank}", "inject.noise=strain",
+              f"inject.strain=[{','.join(items)}]", "inject.strain_psd=local",
+              "inject.positive_fraction=0.5", "inject.incoherent_fraction=0.1",
+              f"inject.hard_negatives={csv_path}", "inject.hard_negative_fraction=0.2"]
+    cfg = load_config(TrainConfig, TINY1D, [f"store={store}", *common])
+    g = zstore.require_complete(store)
+    inj = build(cfg, g, "waves", np.arange(8), torch.device("cpu"), 0)
+    assert inj.hard.shape == (3, 3)
+    # The reference: the raw strain cut at the file's times, whitened by the noise's whitening.
+    raw = np.stack([np.stack([strain[d, int(s * 2048):int(s * 2048) + 4096]
+                              for d, s in enumerate(row)]) for row in starts[:3]])
+    ref = inj.noise.whiten(torch.from_numpy(raw)).float().to(torch.float16)
+    n_hard = n_zero = 0
+    for b in range(40):
+        x, target = inj.batch(64, batch_generator(0, 1, 0, b))
+        for i in np.flatnonzero(target.numpy() == 0):
+            same = [bool(torch.equal(x[i], r)) for r in ref]
+            n_hard += any(same)
+            n_zero += 1
+        # A positive is never a hard window: signals are added to plain noise only.
+        for i in np.flatnonzero(target.numpy() == 1)[:4]:
+            assert not any(torch.equal(x[i], r) for r in ref)
+    share = n_hard / (40 * 64)
+    assert 0.16 < share < 0.24, share  # 0.2 of each batch, 2,560 samples
+    assert n_zero - n_hard > 0  # plain noise and incoherent negatives remain
+    # Through the command: the card records the file, the off-strain row is named.
+    out = _run("--config", TINY1D, f"store={store}", f"out={tmp_path}", "n_folds=4",
+               "batch_size=8", "epochs=1", "inject.samples_per_epoch=16",
+               "inject.validation=injections", "inject.n_validation=8", "name=hard", *common)
+    assert "1 of 4 windows" in out.stderr
+    hard = _card_training(tmp_path / "hard" / "fold0")["inject"]["hard_negatives"]
+    assert hard == {"file": str(csv_path), "n": 3, "fraction": 0.2}
+
+
+def test_hard_negative_errors(real_store, tmp_path):
+    """Hard negatives without strain noise, a fraction without a file, a share larger than the
+    plain noise's, and a file whose windows all lie off the strain: exit 2, the key named."""
+    from data.sim.physics import coloured_noise
+
+    store, bank, _ = real_store
+    items = _hdf5_strain(tmp_path / "strain", coloured_noise(np.random.default_rng(1), 2048 * 8),
+                         1_300_000_000)
+    off = tmp_path / "off.csv"
+    off.write_text("slide,score,H1,L1,V1\n1,1.0,1200000000.0,1200000001.0,1200000002.0\n")
+    base = [sys.executable, "-m", "train", "--config", TINY1D, f"store={store}",
+            f"out={tmp_path}", "n_folds=4", "batch_size=8", "source=inject",
+            f"inject.bank={bank}"]
+    strain = ["inject.noise=strain", f"inject.strain=[{','.join(items)}]"]
+    cases = [
+        ([f"inject.hard_negatives={off}", "inject.hard_negative_fraction=0.1"],
+         "inject.hard_negatives: needs noise=strain"),
+        ([*strain, "inject.hard_negative_fraction=0.1"], "inject.hard_negatives: give both"),
+        ([*strain, f"inject.hard_negatives={off}", "inject.hard_negative_fraction=0.6"],
+         "inject.hard_negative_fraction: must be in [0, 1 - positive_fraction"),
+        ([*strain, f"inject.hard_negatives={off}", "inject.hard_negative_fraction=0.1"],
+         "none of the 1 windows"),
+        ([*strain, f"inject.hard_negatives={tmp_path / 'none.csv'}",
+          "inject.hard_negative_fraction=0.1"], "not a g2net-search hard_negatives.csv"),
+    ]
+    for extra, message in cases:
+        out = subprocess.run([*base, *extra], cwd=REPO, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 2, (extra, out.stderr[-2000:])
+        assert message in out.stderr, (extra, out.stderr[-2000:])

@@ -372,31 +372,40 @@ def _model_logit(fold, images: torch.Tensor) -> np.ndarray:
         return fold.model(x).float().view(-1).numpy().astype(np.float64)
 
 
+def _local_psd(s, n_windows: int, k: int) -> np.ndarray:
+    """The search's default local PSD of window ``k`` by scipy: its block of 64 windows (16 s),
+    median Welch over the 2-s Tukey segments every 1 s whose centres lie within 32 s of the
+    block's centre."""
+    from scipy.signal import welch
+
+    fs, stride = 2048, 512
+    blk = k // 64
+    first, last = blk * 64, min(blk * 64 + 63, n_windows - 1)
+    centre = (first * stride + last * stride + 4096) / 2
+    j0 = max(int(np.ceil((centre - 32 * fs - 2048) / fs)), 0)
+    j1 = min(int(np.floor((centre + 32 * fs - 2048) / fs)), (s.n - 4096) // fs)
+    return welch(s.data[:, j0 * fs:j1 * fs + 4096], fs=fs, window=("tukey", 0.25),
+                 nperseg=4096, noverlap=4096 - fs, average="median")[1]
+
+
 def test_slides_score_shifted_data_and_never_zero_lag(main_run, trained, strain, tmp_path):
     """A slid window's score is the model's on H1 at t, L1 at t - k step and V1 at
     t - 2 k step (each whitened with the PSD of its own time; scipy's median Welch here); a
     zero-lag score is the model's on the unshifted data; the zero lag of a run with slides
     equals that of a run without."""
-    from scipy.signal import welch
 
     from data.strain import parse_strain, read_strain
+
 
     out, _ = main_run
     ws = window_scores(out)
     (a, b), = ws.rings
     w = b - a
     s = read_strain(parse_strain(strain_args(strain["hdf5"])), 2048)
-    fs, stride = 2048, 512
+    stride = 512
 
     def psd_at(k):
-        # Block of 64 windows; segments every 1 s with centres within 32 s of the centre.
-        blk = k // 64
-        first, last = blk * 64, min(blk * 64 + 63, ws.grid.n - 1)
-        centre = (first * stride + last * stride + 4096) / 2
-        j0 = max(int(np.ceil((centre - 32 * fs - 2048) / fs)), 0)
-        j1 = min(int(np.floor((centre + 32 * fs - 2048) / fs)), (s.n - 4096) // fs)
-        return welch(s.data[:, j0 * fs:j1 * fs + 4096], fs=fs, window=("tukey", 0.25),
-                     nperseg=4096, noverlap=4096 - fs, average="median")[1]
+        return _local_psd(s, ws.grid.n, k)
 
     for k_slide, win in ((0, 100), (0, 300), (1, 150), (3, 20), (2, w - 3)):
         rows = [(win - i * k_slide * 4) % w + a for i in range(3)]  # H1, L1, V1 windows
@@ -414,6 +423,38 @@ def test_slides_score_shifted_data_and_never_zero_lag(main_run, trained, strain,
     ws0 = window_scores(tmp_path / "plain")
     assert plain["slides"]["k"] == 0 and ws0.scores.shape[0] == 1
     np.testing.assert_array_equal(ws0.scores[0], ws.scores[0])
+
+
+def test_hard_negatives_are_the_loudest_slid_windows(main_run, trained, strain, tmp_path):
+    """hard_negatives=N (reusing the window scores): hard_negatives.csv holds the N loudest
+    background triggers, loudest first, as background.csv has them, and each detector's window
+    start: the model on those three windows, each whitened with the PSD of its own time,
+    scores what the search did (so training on them sees what the search saw)."""
+    import shutil
+
+    from data.strain import parse_strain, read_strain
+
+    out, _ = main_run
+    copy = tmp_path / "hn"
+    shutil.copytree(out, copy)
+    summary = search(trained, strain["hdf5"], copy, "--slides", "3", "--injections",
+                     str(strain["hdf5"] / "injections.csv"), "hard_negatives=5")
+    assert summary["cached"] and "hard_negatives.csv" in summary["files"]
+    rows = read_csv(copy / "hard_negatives.csv")
+    loudest = sorted((float(r["score"]) for r in read_csv(copy / "background.csv")),
+                     reverse=True)[:5]
+    assert [float(r["score"]) for r in rows] == loudest
+    s = read_strain(parse_strain(strain_args(strain["hdf5"])), 2048)
+    n_windows = window_scores(copy).grid.n
+    for r in rows:
+        starts = [round((float(r[d]) - s.t0) * 2048) for d in DETECTORS]
+        assert int(r["slide"]) >= 1 and len(set(starts)) == 3
+        fold, images = _brute_force_image_rows(
+            trained, s.data, starts, [_local_psd(s, n_windows, st // 512) for st in starts])
+        z = _model_logit(fold, torch.stack([images[d, d] for d in range(3)])[None])[0]
+        assert float(r["score"]) == pytest.approx(z, abs=2e-3), r
+    # Not written unless asked for.
+    assert "hard_negatives.csv" not in main_run[1]["files"]
 
 
 def test_gwf_and_hdf5_give_identical_scores(main_run, trained, strain, tmp_path):
@@ -844,6 +885,9 @@ def test_bad_inputs_are_named(trained, strain, tmp_path, capsys, no_scoring):
 
     err = _error(capsys, base + ["--strain", *good, "--channel", "L1=L1:NOPE"])
     assert "L1:NOPE" in err and "L-L1_SYNTH" in err
+
+    err = _error(capsys, base + ["--strain", *good, "hard_negatives=-1"])
+    assert "hard_negatives: must be 0 or more" in err
 
     err = _error(capsys, base + ["--strain", good[0], good[1], "V1=/nonexistent/v.gwf"])
     assert "/nonexistent/v.gwf" in err
