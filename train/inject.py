@@ -6,11 +6,14 @@ injected sample reaches the model exactly as a stored sample holding the same st
 Each batch is drawn from a generator seeded by (seed, epoch, batch, process): no state to
 checkpoint, a resumed run draws what the uninterrupted run drew, and every process draws its
 own. The 2D models get the CQT computed per batch on the device (float16, as stage one stores
-it); the 1D models the whitened strain (float16, likewise).
+it); the 1D models the whitened strain (float16, likewise). With ``inject.hard_negatives`` (noise
+from long strain), a share of the plain-noise samples are the windows a search of that strain
+ranked loudest in its time slides (its ``hard_negatives.csv``), cut and whitened as the noise is.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -79,7 +82,7 @@ class Injection:
         if self.hard is not None:
             # A plain-noise sample (kind 0) becomes a hard negative with the odds that make
             # hard_fraction of the batch on average; positives and incoherent samples stay.
-            plain = 1 - self.injection_fractions()
+            plain = 1 - self.positive_fraction - self.incoherent_fraction
             u = torch.rand(n, generator=gen, device=gen.device).to(x.device)
             pick = torch.randint(0, self.hard.shape[0], (n,), generator=gen,
                                  device=gen.device).cpu()
@@ -87,10 +90,6 @@ class Injection:
             if rows.numel():
                 x[rows] = self.noise.windows(self.hard[pick[rows.cpu()]])
         return self.to_stored(x), out.target
-
-    def injection_fractions(self) -> float:
-        """The share of samples holding a signal, coherent or not."""
-        return self.positive_fraction + self.incoherent_fraction
 
     def train_batches(self, epoch: int, start: int, stop: int, batch_size: int,
                       step: Callable[[], int]) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -216,8 +215,6 @@ def _hard_negatives(path: str, noise) -> torch.Tensor:
     """The (n, 3) sample starts of a g2net-search's hard_negatives.csv (slide, score, H1, L1,
     V1: each detector's window start, GPS) in the strain noise; TrainError for a file that is
     not one or whose windows all lie outside the strain (a search of other strain)."""
-    import csv
-
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
