@@ -78,8 +78,8 @@ class InjectConfig:
     # noise=strain: hard negatives, a g2net-search's hard_negatives.csv made on this same strain
     # with time slides (its loudest background windows, each detector's from its own time): a
     # hard_negative_fraction of every batch, in place of plain-noise samples, target 0.
-    hard_negatives: str | None = None
-    hard_negative_fraction: float = 0.0
+    hard_negatives: str | None = None  # a g2net-search hard_negatives.csv of inject.strain
+    hard_negative_fraction: float = 0.0  # of every batch, in place of plain noise; 0 = off
     # Forms: uniform:LO,HI  power-law:INDEX,LO,HI  normal:MU,SIGMA,MIN  fixed:X
     snr: str = "uniform:2,16"  # the network SNR's distribution
     curriculum_start: float | None = None  # SNR lower bound at step 0, falling to the spec's

@@ -155,7 +155,7 @@ class SearchConfig:
     # injection veto) with the GPS start of the window each detector's row came from, for
     # training on this strain's hardest time-slid noise (inject.hard_negatives,
     # docs/training.md). Neural searches only; 0: not written.
-    hard_negatives: int = 0
+    hard_negatives: int = 0  # write hard_negatives.csv: the N loudest background windows
 
     def __post_init__(self) -> None:
         for key, value in (("stride", self.stride), ("psd.span", self.psd.span),
