@@ -25,10 +25,11 @@
 # worse: docs/search.md); then HARD_ROUNDS (default 1) rounds of hard negatives: the last
 # model's search of the training noise (400 slides, hard_negatives=4096) and the curriculum
 # run again with those windows as 15 % of each batch; ~1.3 h on the 2 cores; on
-# bench_quality.sh's store and a 100,000-waveform bank, both made if absent). The figures in docs/search.md used the first epoch of that run
-# with epochs=2, stopped for time; epochs=1 searched the same. That model was trained with
-# inject.swap_detector=uniform; configs/train/search1d.yaml sets snr since (two runs: 0.79 and
-# 0.80 of the matched filter's distance at 1/month against 0.75). Times land in OUT/times.txt.
+# bench_quality.sh's store and a 100,000-waveform bank, both made if absent). The README's
+# table (0.85 of the matched filter's distance at 1/month against the year) is of such a model
+# with one round of hard negatives (docs/search.md, "Hard negatives"); the earlier tables of
+# docs/search.md used the curriculum run's first epoch with epochs=2, stopped for time, and
+# inject.swap_detector=uniform (0.75). Times land in OUT/times.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
