@@ -24,8 +24,8 @@
 # SNR's lower bound falling from 10 to 4 over 600 steps, one epoch (a second made the search
 # worse: docs/search.md); then HARD_ROUNDS (default 1) rounds of hard negatives: the last
 # model's search of the training noise (400 slides, hard_negatives=4096) and the curriculum
-# run again with those windows as 15 % of each batch; ~1.3 h on the 2 cores; on
-# bench_quality.sh's store and a 100,000-waveform bank, both made if absent). The README's
+# run again with those windows as 15 % of each batch (a round measured 275 s of mining and
+# 500 updates at 97 samples/s, ~10 min, on the idle 2 cores); on bench_quality.sh's store and a 100,000-waveform bank, both made if absent). The README's
 # table (0.85 of the matched filter's distance at 1/month against the year) is of such a model
 # with one round of hard negatives (docs/search.md, "Hard negatives"); the earlier tables of
 # docs/search.md used the curriculum run's first epoch with epochs=2, stopped for time, and

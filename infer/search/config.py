@@ -151,10 +151,9 @@ class SearchConfig:
     # search kept only as another's background (background.csv and summary.json are all
     # `background=[...]` reads): 1,500 slides of an hour are 2.8 GB of matched-filter bins.
     save_windows: bool = True
-    # Write hard_negatives.csv: the N loudest background triggers (one per cluster, after the
-    # injection veto) with the GPS start of the window each detector's row came from, for
-    # training on this strain's hardest time-slid noise (inject.hard_negatives,
-    # docs/training.md). Neural searches only; 0: not written.
+    # One row per background trigger (after the injection veto), with the GPS start of the
+    # window each detector's row came from: training on this strain's hardest time-slid noise
+    # (inject.hard_negatives, docs/training.md). Neural searches only; 0: not written.
     hard_negatives: int = 0  # write hard_negatives.csv: the N loudest background windows
 
     def __post_init__(self) -> None:

@@ -210,7 +210,7 @@ def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, o
     write_background(out / "background.csv", background)
     if cfg.hard_negatives:
         write_hard_negatives(out / HARD_NEGATIVES_FILE,
-                             loudest_background_windows(ws, cfg, cfg.hard_negatives))
+                             loudest_background_windows(ws, background, cfg, cfg.hard_negatives))
 
     from infer.plots import plot_efficiency, plot_timeline
 

@@ -37,6 +37,7 @@ class Triggers:
     gps_time: np.ndarray  # (n,) float64
     score: np.ndarray  # (n,) float64
     slide: np.ndarray  # (n,) int: 0 zero lag
+    window: np.ndarray  # (n,) int: the grid index of the trigger's loudest window
 
 
 def half_max_centres(scores: np.ndarray, idx: np.ndarray, reach: int) -> np.ndarray:
@@ -89,38 +90,33 @@ def find_triggers(ws: WindowScores, cfg: SearchConfig,
     for k in range(ws.scores.shape[0]):
         idx = cluster(ws.scores[k], radius)
         found.append(Triggers(trigger_times(ws, k, idx, cfg, offset), ws.scores[k, idx],
-                              np.full(idx.size, k)))
-    bg = found[1:] or [Triggers(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))]
+                              np.full(idx.size, k), idx))
+    empty = np.zeros(0, dtype=np.int64)
+    bg = found[1:] or [Triggers(np.zeros(0), np.zeros(0), empty, empty)]
     background = Triggers(np.concatenate([t.gps_time for t in bg]),
                           np.concatenate([t.score for t in bg]),
-                          np.concatenate([t.slide for t in bg]))
+                          np.concatenate([t.slide for t in bg]),
+                          np.concatenate([t.window for t in bg]))
     return found[0], background
 
 
-def loudest_background_windows(ws: WindowScores, cfg: SearchConfig, n: int) -> dict:
-    """The ``n`` loudest background triggers (each the loudest window within +-``cfg.cluster``
-    of its slide, as :func:`find_triggers` clusters them), loudest first, and where each
-    detector's row of that slid window came from: {"slide": (m,) int, "score": (m,),
+def loudest_background_windows(ws: WindowScores, background: Triggers, cfg: SearchConfig,
+                               n: int) -> dict:
+    """The ``n`` loudest of ``background`` (:func:`find_triggers`'), loudest first, and where
+    each detector's row of its slid window came from: {"slide": (m,) int, "score": (m,),
     "H1"/"L1"/"V1": (m,) GPS start of the detector's 2-s window}, m <= n. Slide k takes the
     i-th slid detector's row from the window (i + 1) k slide_step earlier, circularly within
     the window's ring (grid.slide_rows)."""
-    radius = max(1, round(cfg.cluster / ws.grid.stride_s))
     step = round(cfg.slide_step / ws.grid.stride_s)
     slid = [DETECTORS.index(d) for d in cfg.slide_detectors]
-    parts = []
-    for k in range(1, ws.scores.shape[0]):
-        idx = cluster(ws.scores[k], radius)
-        parts.append(np.stack([np.full(idx.size, k), idx]).T)
-    both = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
-    score = ws.scores[both[:, 0], both[:, 1]]
-    top = np.argsort(-score, kind="stable")[:n]
-    k, w, score = both[top, 0], both[top, 1], score[top]
+    top = np.argsort(-background.score, kind="stable")[:n]
+    k, w = background.slide[top], background.window[top]
     a = np.zeros_like(w)
     size = np.ones_like(w)
     for lo, hi in ws.rings:
         inside = (w >= lo) & (w < hi)
         a[inside], size[inside] = lo, hi - lo
-    out = {"slide": k, "score": score}
+    out = {"slide": k, "score": background.score[top]}
     for d, name in enumerate(DETECTORS):
         row = w.copy()
         if d in slid:
