@@ -75,6 +75,9 @@ class InjectConfig:
     # Which detector a "swap" replaces: "uniform" (any) or "snr" (in proportion to its share of
     # the signal's SNR^2, so that it is rarely one too weak to tell; data/inject/injector.py).
     swap_detector: str = "uniform"
+    # A swap's replacement rescaled to the SNR of the detector row it replaces, so that swaps
+    # differ from signals in coherence only, never in how the SNR is shared (docs/search.md).
+    swap_keep_snr: bool = False  # the replacement at the replaced row's SNR; false = its own
     # noise=strain: hard negatives, a g2net-search's hard_negatives.csv made on this same strain
     # with time slides (its loudest background windows, each detector's from its own time): a
     # hard_negative_fraction of every batch, in place of plain-noise samples, target 0.

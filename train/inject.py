@@ -62,6 +62,7 @@ class Injection:
     incoherent_fraction: float
     incoherent_kinds: tuple[str, ...]
     swap_detector: str
+    swap_keep_snr: bool
     seed: int
     rank: int
     record: dict  # what the model card says the model was trained on
@@ -73,7 +74,8 @@ class Injection:
         return self.injector.inject(noise, gen, positive_fraction=self.positive_fraction,
                                     incoherent_fraction=self.incoherent_fraction,
                                     incoherent_kinds=self.incoherent_kinds,
-                                    swap_detector=self.swap_detector, step=step)
+                                    swap_detector=self.swap_detector,
+                                    swap_keep_snr=self.swap_keep_snr, step=step)
 
     def batch(self, n: int, gen: torch.Generator, step: int = 0):
         """(stored-form x, targets (n,) float32) for one batch of ``n``."""
@@ -194,6 +196,7 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
               "incoherent_fraction": i.incoherent_fraction,
               "incoherent_kinds": list(i.incoherent_kinds),
               "swap_detector": i.swap_detector,
+              "swap_keep_snr": i.swap_keep_snr,
               "merger_window": list(i.merger_window),
               "shuffle_detectors": i.shuffle_detectors if i.noise == "store" else None,
               "strain": list(i.strain) if i.noise == "strain" else None,
@@ -207,7 +210,8 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
              bank.polarisations.nbytes / 1e6, i.noise, i.snr, 100 * i.positive_fraction,
              100 * i.incoherent_fraction)
     return Injection(injector, noise, stored_form(g, kind, device), i.positive_fraction,
-                     i.incoherent_fraction, tuple(i.incoherent_kinds), i.swap_detector, cfg.seed,
+                     i.incoherent_fraction, tuple(i.incoherent_kinds), i.swap_detector,
+                     i.swap_keep_snr, cfg.seed,
                      rank, record, hard, i.hard_negative_fraction)
 
 

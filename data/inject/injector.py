@@ -127,7 +127,7 @@ class Injector:
     def inject(self, noise: torch.Tensor, gen: torch.Generator, *, positive_fraction: float,
                incoherent_fraction: float = 0.0, step: int = 0,
                incoherent_kinds: tuple[str, ...] = INCOHERENT_KINDS,
-               swap_detector: str = "uniform") -> Injected:
+               swap_detector: str = "uniform", swap_keep_snr: bool = False) -> Injected:
         """``noise`` (B, 3, T) whitened, with a coherent signal added to a ``positive_fraction``
         of the samples (target 1) and an incoherent one to ``incoherent_fraction`` (target 0),
         of the ``incoherent_kinds`` in equal shares: ``single``, a signal in one detector only;
@@ -142,7 +142,14 @@ class Injector:
         signals with a weak detector, the search model's misses at SNR 20-45. Trained with
         ``snr``, the search model missed the same ones, and reached 0.79 and 0.80 of the
         matched filter's sensitive distance at 1/month (two seeds) against 0.75 and 0.74 with
-        ``uniform`` (docs/search.md, "More levers")."""
+        ``uniform`` (docs/search.md, "More levers").
+
+        ``swap_keep_snr``: the other source's row is rescaled to the SNR of the row it replaces,
+        so a swap keeps the coherent signal's per-detector SNRs and differs from it in
+        coherence alone. Without it the replacement brings its own SNR: a loud row beside weak
+        ones then means "incoherent" in training, and a real signal whose SNR sits in one
+        detector (antenna patterns allow it) scores like noise (docs/search.md, "Swaps that
+        keep the SNR")."""
         unknown = set(incoherent_kinds) - set(INCOHERENT_KINDS)
         if unknown or not incoherent_kinds:
             raise ValueError(f"incoherent kinds must be some of {list(INCOHERENT_KINDS)}, got "
@@ -178,6 +185,12 @@ class Injector:
                 det[swap] = (u[:, None] > cdf).sum(dim=1).clamp(max=2)
                 one = torch.nn.functional.one_hot(det, 3).to(sig.dtype)[..., None]
             other, _ = self.signals(int(swap.sum()), gen, step)
+            if swap_keep_snr:
+                # Whitened by the PSD the SNRs are measured against: SNR ratio = sqrt(power ratio).
+                rows, d = torch.arange(other.shape[0], device=other.device), det[swap]
+                kept = sig[swap][rows, d].double().square().sum(dim=-1)
+                own = other[rows, d].double().square().sum(dim=-1).clamp_min(1e-30)
+                other[rows, d] = other[rows, d] * torch.sqrt(kept / own).float()[:, None]
             sig[swap] = sig[swap] * (1 - one[swap]) + other * one[swap]
         single = k == 2
         sig[single] = sig[single] * one[single]

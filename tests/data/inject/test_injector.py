@@ -174,3 +174,45 @@ def test_swap_detector_replaces_a_detector_in_proportion_to_its_snr2(bank, white
     with pytest.raises(ValueError, match="swap_detector"):
         inj.inject(noise, batch_generator(0, 9), positive_fraction=0.0, incoherent_fraction=1.0,
                    swap_detector="loudest")
+
+
+def test_swap_keep_snr_gives_the_replacement_the_replaced_rows_snr(bank, whiten):
+    """With ``swap_keep_snr`` a swap's replaced row holds the other source's waveform at the
+    coherent signal's SNR in that detector (whitened power ~ SNR^2), so the sample's
+    per-detector SNRs are the coherent signal's; without it, the other source's own. The
+    signals are caught as the injector makes them (coherent first, then the other sources)."""
+    out, made = {}, {}
+    for keep in (False, True):
+        inj = Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("uniform:5,40"))
+        calls = []
+        signals = inj.signals
+
+        def catch(*args, calls=calls, signals=signals, **kwargs):
+            got = signals(*args, **kwargs)
+            calls.append(got[0].clone())
+            return got
+
+        inj.signals = catch
+        out[keep] = inj.inject(torch.zeros(300, 3, 4096), batch_generator(0, 11),
+                               positive_fraction=0.0, incoherent_fraction=1.0,
+                               incoherent_kinds=("swap",), swap_detector="snr",
+                               swap_keep_snr=keep).x.double()
+        made[keep] = [c.double() for c in calls]
+    coherent, other = made[True]
+    # The same draws either way: only the replaced row's scale differs.
+    torch.testing.assert_close(made[False][0], coherent)
+    replaced = (out[True] - coherent).abs().amax(dim=-1) > 0  # (300, 3)
+    assert (replaced.sum(dim=1) == 1).all()
+    assert torch.equal(replaced, (out[False] - coherent).abs().amax(dim=-1) > 0)
+    power = {k: out[k].square().sum(dim=-1)[replaced] for k in out}
+    want = coherent.square().sum(dim=-1)[replaced]
+    np.testing.assert_allclose(power[True].numpy(), want.numpy(), rtol=1e-4)
+    # Without it the row is the other source's, at its own SNR: far from the kept one.
+    np.testing.assert_allclose(power[False].numpy(), other.square().sum(dim=-1)[replaced].numpy(),
+                               rtol=1e-4)
+    assert np.median(np.abs(np.log(power[False].numpy() / want.numpy()))) > 0.3
+    # The waveform is the other source's: the kept row is the unkept one times a constant.
+    ratio = out[True][replaced] / out[False][replaced].where(out[False][replaced] != 0,
+                                                              torch.tensor(np.nan))
+    spread = np.nanstd(ratio.numpy(), axis=1) / np.abs(np.nanmean(ratio.numpy(), axis=1))
+    assert (spread < 1e-4).all()
