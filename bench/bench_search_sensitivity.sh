@@ -25,12 +25,12 @@
 # worse: docs/search.md); then HARD_ROUNDS (default 1) rounds of hard negatives: the last
 # model's search of the training noise (400 slides, hard_negatives=4096) and the curriculum
 # run again with those windows as 15 % of each batch and SNRs from power-law:-2,4,100 (more
-# loud signals: docs/search.md, "The last round's SNR law"; a round measured 275 s of mining and
-# 500 updates at 97 samples/s, ~10 min, on the idle 2 cores); on bench_quality.sh's store and a 100,000-waveform bank, both made if absent). The README's
-# table (0.85 of the matched filter's distance at 1/month against the year) is of such a model
-# with one round of hard negatives at the SNR law of the runs before it, power-law:-3,4,100
-# (docs/search.md, "Hard negatives"); the earlier tables of
-# docs/search.md used the curriculum run's first epoch with epochs=2, stopped for time, and
+# loud signals: docs/search.md, "The last round's SNR law"); a round measured 275 s of mining
+# and 500 updates at 97 samples/s, ~10 min, on the idle 2 cores; on bench_quality.sh's store
+# and a 100,000-waveform bank, both made if absent). The README's table (0.85 of the matched
+# filter's distance at 1/month against the year) is of such a model whose hard round drew SNRs
+# at the earlier runs' power-law:-3,4,100 (docs/search.md, "Hard negatives"); docs/search.md's
+# earlier tables used the curriculum run's first epoch with epochs=2, stopped for time, and
 # inject.swap_detector=uniform (0.75). Times land in OUT/times.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."

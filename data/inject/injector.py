@@ -177,18 +177,17 @@ class Injector:
         one = torch.nn.functional.one_hot(det, 3).to(sig.dtype)[..., None]  # (m, 3, 1)
         swap = k == 3
         if bool(swap.any()):
+            # Whitened by the PSD the SNRs are measured against: power per detector ~ SNR^2.
+            power = sig[swap].double().square().sum(dim=-1)  # (s, 3)
             if swap_detector == "snr":
-                # Whitened by the PSD the SNRs are measured against: power per detector ~ SNR^2.
-                power = sig[swap].double().square().sum(dim=-1)  # (s, 3)
                 cdf = power.cumsum(dim=1) / power.sum(dim=1, keepdim=True)
                 u = self._uniform(int(swap.sum()), gen)
                 det[swap] = (u[:, None] > cdf).sum(dim=1).clamp(max=2)
                 one = torch.nn.functional.one_hot(det, 3).to(sig.dtype)[..., None]
             other, _ = self.signals(int(swap.sum()), gen, step)
-            if swap_keep_snr:
-                # Whitened by the PSD the SNRs are measured against: SNR ratio = sqrt(power ratio).
+            if swap_keep_snr:  # SNR ratio = sqrt(power ratio)
                 rows, d = torch.arange(other.shape[0], device=other.device), det[swap]
-                kept = sig[swap][rows, d].double().square().sum(dim=-1)
+                kept = power[rows, d]
                 own = other[rows, d].double().square().sum(dim=-1).clamp_min(1e-30)
                 other[rows, d] = other[rows, d] * torch.sqrt(kept / own).float()[:, None]
             sig[swap] = sig[swap] * (1 - one[swap]) + other * one[swap]
