@@ -8,6 +8,7 @@ torchvision RandomErasing's ``scale``/``ratio``/``value`` (as ``erase_*``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,6 +61,9 @@ class InjectConfig:
 
     bank: str | None = None  # waveform bank (python -m data.inject.bank)
     max_waveforms: int | None = None  # the bank's first N held in memory (38 KB each); null = all
+    # Bank waveforms drawn with odds ~ (mass1 + mass2)^mass_power: 0 = alike (the bank's prior);
+    # negative = more low-mass (long) chirps, which the search model otherwise misses.
+    mass_power: float = 0.0  # 0 = the bank's own prior; -2: M < 30 Msun 27 % of draws, not 7 %
     # Where the noise comes from: the store's target-0 whitened waves (the fold's training rows),
     # Gaussian noise from the generator's PSDs, or long strain (GWF / GWOSC HDF5).
     noise: Literal["store", "gaussian", "strain"] = "store"  # store | gaussian | strain
@@ -217,6 +221,8 @@ def check(cfg: TrainConfig) -> None:
         need(i.n_validation >= 2, "inject.n_validation", "must be >= 2")
         need(i.max_waveforms is None or i.max_waveforms >= 1, "inject.max_waveforms",
              "must be >= 1")
+        need(math.isfinite(i.mass_power) and abs(i.mass_power) <= 10, "inject.mass_power",
+             f"must be a finite power within [-10, 10], got {i.mass_power}")
         need(i.noise != "strain" or bool(i.strain), "inject.strain",
              "noise=strain needs strain files: inject.strain=[H1=...,L1=...,V1=...]")
         need(cfg.source == "inject" or i.validation == "store", "inject.validation",

@@ -24,7 +24,7 @@ import torch
 from data import store as zstore
 from data.config import from_dict
 from data.inject.bank import BankError, open_bank
-from data.inject.injector import Injector, batch_generator
+from data.inject.injector import Injector, batch_generator, mass_weights
 from data.inject.noise import GaussianNoise, StoreNoise, StrainNoise, local_psd
 from data.inject.snr import SNRPrior
 from data.inputs.loader import PAD_INDEX
@@ -182,7 +182,8 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
         noise, whiten = _noise(cfg, g, rows, device)
         snr = SNRPrior.parse(i.snr, i.curriculum_start, i.curriculum_steps)
         injector = Injector(bank, whiten, whiten.psd.cpu().numpy(), snr,
-                            merger_window=tuple(i.merger_window), device=device)
+                            merger_window=tuple(i.merger_window), device=device,
+                            weights=mass_weights(bank.params, i.mass_power))
     except (ValueError, zstore.StoreError) as e:
         raise TrainError(f"inject: {e}") from None
     hard = _hard_negatives(i.hard_negatives, noise) if i.hard_negatives else None
@@ -197,6 +198,7 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
               "incoherent_kinds": list(i.incoherent_kinds),
               "swap_detector": i.swap_detector,
               "swap_keep_snr": i.swap_keep_snr,
+              "mass_power": i.mass_power,
               "merger_window": list(i.merger_window),
               "shuffle_detectors": i.shuffle_detectors if i.noise == "store" else None,
               "strain": list(i.strain) if i.noise == "strain" else None,

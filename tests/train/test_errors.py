@@ -71,6 +71,8 @@ def test_wrong_type_and_value(tmp_path, train_store):
            "inject.incoherent_kinds=[glitch]", match="inject.incoherent_kinds")
     _fails(tmp_path, f"store={train_store}", "source=inject", "inject.bank=b.zarr",
            "inject.swap_detector=loudest", match="inject.swap_detector")
+    _fails(tmp_path, f"store={train_store}", "source=inject", "inject.bank=b.zarr",
+           "inject.mass_power=nan", match="inject.mass_power")
 
 
 def test_missing_config_file(tmp_path, train_store, capsys):

@@ -96,7 +96,8 @@ def pretrained(real_store, tmp_path_factory):
                 "epochs=1", f"inject.bank={bank}", "name=pre", "source=inject",
                 "inject.samples_per_epoch=64", "inject.incoherent_fraction=0.2",
                 "inject.incoherent_kinds=[swap]", "inject.swap_detector=snr",
-                "inject.swap_keep_snr=true", "inject.snr=power-law:-3,4,100")
+                "inject.swap_keep_snr=true", "inject.snr=power-law:-3,4,100",
+                "inject.mass_power=-2")
     return out / "pre" / "fold0", proc.stderr
 
 
@@ -117,6 +118,7 @@ def test_train_on_injections_then_fine_tune(real_store, pretrained, tmp_path):
     assert training["inject"]["incoherent_kinds"] == ["swap"]
     assert training["inject"]["swap_detector"] == "snr"
     assert training["inject"]["swap_keep_snr"] is True
+    assert training["inject"]["mass_power"] == -2.0
     assert (fold / "oof.csv").is_file()  # validated on the store's fold: out-of-fold rows
 
     # Fine-tune: the weights it starts from are pre's best.

@@ -11,7 +11,7 @@ import torch
 
 from data.inject import projection
 from data.inject.bank import BankSpec, draw_sources, make_bank, open_bank
-from data.inject.injector import Injector, batch_generator, psd_on_grid
+from data.inject.injector import Injector, batch_generator, mass_weights, psd_on_grid
 from data.inject.snr import SNRPrior
 from data.sim import physics
 from preprocess.config import load_preset
@@ -216,3 +216,29 @@ def test_swap_keep_snr_gives_the_replacement_the_replaced_rows_snr(bank, whiten)
                                                               torch.tensor(np.nan))
     spread = np.nanstd(ratio.numpy(), axis=1) / np.abs(np.nanmean(ratio.numpy(), axis=1))
     assert (spread < 1e-4).all()
+
+
+def test_mass_power_draws_rows_in_proportion_to_total_mass_to_the_power(bank, whiten):
+    """inject.mass_power: rows drawn with odds (mass1 + mass2)^p, the masses taken from the
+    bank's own sources (data.inject.bank.draw_sources), by a chi-square test over 32 rows;
+    power 0 leaves the uniform draw (the bank's prior) as it was."""
+    from scipy.stats import chisquare
+
+    spec = BankSpec(n=32, seed=1, chunk_size=16)
+    total = np.array([s.mass1 + s.mass2 for c in (0, 1) for s in draw_sources(spec, c)])
+    assert mass_weights(bank.params, 0.0) is None
+    n = 40_000
+    for power in (-3.0, 2.0):
+        inj = Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:10"),
+                       weights=mass_weights(bank.params, power))
+        counts = np.bincount(inj.rows(n, batch_generator(0, 1)).numpy(), minlength=32)
+        want = total**power / (total**power).sum() * n
+        assert chisquare(counts, want).pvalue > 1e-3
+        # and the draw is not the uniform one it replaces
+        assert chisquare(counts, np.full(32, n / 32)).pvalue < 1e-9
+    plain = Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:10"))
+    counts = np.bincount(plain.rows(n, batch_generator(0, 1)).numpy(), minlength=32)
+    assert chisquare(counts).pvalue > 1e-3
+    with pytest.raises(ValueError, match="weights"):
+        Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:10"),
+                 weights=np.full(31, 1.0))
