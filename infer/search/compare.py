@@ -5,8 +5,10 @@ sensitive distance at false-alarm-rate thresholds (:mod:`infer.search.sensitivit
         --injections long/injections.csv [--snr-prior uniform:4,50] [--far 1/day 1/month 1/year] \\
         [--reference mf] --out compare/
 
-Writes ``sensitivity.md`` (the table it prints), ``sensitivity.json`` and ``sensitivity.png``
-into ``--out``. Exit status as every stage's (:mod:`data.cli`): 2 for inputs it cannot use.
+Writes ``sensitivity.md`` (the table it prints, and found injections by network SNR and
+total mass where the injections give mass1 and mass2), ``sensitivity.json`` and
+``sensitivity.png`` into ``--out``. Exit status as every stage's (:mod:`data.cli`): 2 for
+inputs it cannot use.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from infer.search.sensitivity import (
     compare_searches,
     efficiency,
     found_at,
+    found_by_mass,
     sensitive_distance,
     sensitive_volume,
     uniform_prior,
@@ -79,6 +82,30 @@ def format_table(table: dict) -> str:
             lines.append(f"| {row['far']} | {name} | {found} / {c['analysed']} | {dist} | "
                          f"{ratio} |")
     return "\n".join(lines)
+
+
+def _bin_label(lo: float, hi: float, unit: str = "") -> str:
+    if lo == 0:
+        return f"< {hi:g}{unit}"
+    return f"≥ {lo:g}{unit}" if np.isinf(hi) else f"{lo:g}–{hi:g}{unit}"
+
+
+def format_by_mass(by_mass: list[dict]) -> str:
+    """Markdown: per threshold, found / analysed by network SNR (rows) and total mass."""
+    blocks = []
+    for t in by_mass:
+        snr, mass = t["snr_bins"], t["mass_bins"]
+        heads = [_bin_label(lo, hi) for lo, hi in zip(mass[:-1], mass[1:])]
+        lines = [f"Found / analysed at FAR <= {t['far']}, by network SNR and total mass "
+                 "(mass1 + mass2, Msun):", "",
+                 "| search | network SNR | " + " | ".join(heads) + " |",
+                 "|---|---|" + "---:|" * len(heads)]
+        for name, c in t["searches"].items():
+            for i, (lo, hi) in enumerate(zip(snr[:-1], snr[1:])):
+                row = [f"{f} / {n}" for f, n in zip(c["found"][i], c["analysed"][i])]
+                lines.append(f"| {name} | {_bin_label(lo, hi)} | " + " | ".join(row) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def plot(read: dict[str, SearchInjections], table: dict, snr_prior: str, out: Path) -> Path:
@@ -151,11 +178,12 @@ def main(argv: list[str] | None = None) -> None:
                                        args.reference)
         args.out.mkdir(parents=True, exist_ok=True)
         text = format_table(table)
+        by_mass = found_by_mass(read, table)  # [] where the injections give no masses
         (args.out / "sensitivity.md").write_text(
             f"# Sensitivity (SNR prior {table['snr_prior']}, injections {args.injections})\n\n"
-            + text + "\n")
+            + text + "\n" + (f"\n{format_by_mass(by_mass)}\n" if by_mass else ""))
         info = {"searches": {n: str(d) for n, d in searches.items()},
-                "injections": str(args.injections), **table}
+                "injections": str(args.injections), **table, "by_mass": by_mass}
         (args.out / "sensitivity.json").write_text(json.dumps(info, indent=1) + "\n")
         plot(read, table, snr_prior, args.out / "sensitivity.png")
     print(text)

@@ -7,6 +7,7 @@ Carlo over distances drawn uniform in volume; the FAR-resolution rule and the co
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -17,6 +18,7 @@ from infer.search.sensitivity import (
     compare_searches,
     efficiency,
     found_at,
+    found_by_mass,
     sensitive_distance,
     sensitive_volume,
 )
@@ -112,13 +114,13 @@ GPS = 1238166018.0
 DAY = 86400.0
 
 
-def write_injections(path, snr, distance, order):
+def write_injections(path, snr, distance, order, masses):
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["gps_time", "snr", "mass1", "distance"])
+        w.writerow(["gps_time", "snr", "mass1", "mass2", "distance"])
         for i in order:  # not in time order: the join must not rely on it
-            w.writerow([f"{GPS + 32 * i + 0.123456:.6f}", f"{snr[i]:.9g}", "30",
-                        f"{distance[i]:.9g}"])
+            w.writerow([f"{GPS + 32 * i + 0.123456:.6f}", f"{snr[i]:.9g}", f"{masses[i, 0]:.9g}",
+                        f"{masses[i, 1]:.9g}", f"{distance[i]:.9g}"])
 
 
 def write_search(directory, snr, analysed, far, background_s, drop=None):
@@ -149,7 +151,9 @@ def searches(tmp_path):
     rng = np.random.default_rng(3)
     snr, distance = draw(rng, 400)
     (tmp_path / "long").mkdir()
-    write_injections(tmp_path / "long" / "injections.csv", snr, distance, rng.permutation(400))
+    masses = np.random.default_rng(4).uniform(7, 50, (400, 2))
+    write_injections(tmp_path / "long" / "injections.csv", snr, distance, rng.permutation(400),
+                     masses)
     (tmp_path / "long" / "synth_long.yaml").write_text("duration: 12800\nsnr: uniform:4,40\n")
     analysed = rng.random(400) < 0.95
     for name, cut, days in (("mf", 9.0, 1000), ("nn", 11.0, 20)):
@@ -181,6 +185,41 @@ def test_thresholds_below_the_far_resolution_are_not_resolved(searches):
     np.testing.assert_allclose(read["nn"].distance, distance, rtol=1e-8)
 
 
+def test_found_by_mass_counts_each_injection_once_in_its_snr_and_mass_bin(searches):
+    """found_by_mass against a count injection by injection; the masses come through the
+    shuffled injections file's join; a search without masses is left out."""
+    root, snr, _, analysed = searches
+    masses = np.random.default_rng(4).uniform(7, 50, (400, 2))  # as the fixture wrote them
+    total = masses.sum(axis=1)
+    table, read = compare_searches({"mf": root / "mf", "nn": root / "nn"},
+                                   root / "long" / "injections.csv", PRIOR)
+    np.testing.assert_allclose(read["nn"].total_mass, total, rtol=1e-8)
+    by_mass = found_by_mass(read, table)
+    assert [t["far"] for t in by_mass] == ["1/day", "1/month", "1/year"]
+    assert list(by_mass[1]["searches"]) == ["mf"]  # nn does not resolve 1/month
+    snr_bins, mass_bins = (0, 8, 12, 15, np.inf), (0, 30, 45, 70, np.inf)
+    for t in by_mass:
+        limit = {"1/day": 365.25, "1/month": 12.0, "1/year": 1.0}[t["far"]]
+        for name, cell in t["searches"].items():
+            cut = {"mf": 9.0, "nn": 11.0}[name]
+            want_found = np.zeros((4, 4), int)
+            want_analysed = np.zeros((4, 4), int)
+            for k in range(400):
+                if not analysed[k]:
+                    continue
+                i = next(i for i in range(4) if snr_bins[i] <= snr[k] < snr_bins[i + 1])
+                j = next(j for j in range(4) if mass_bins[j] <= total[k] < mass_bins[j + 1])
+                want_analysed[i, j] += 1
+                far = np.exp(-(snr[k] - cut)) if snr[k] > cut - 8 else np.inf
+                want_found[i, j] += far <= limit
+            assert cell["analysed"] == want_analysed.tolist()
+            assert cell["found"] == want_found.tolist()
+    assert sum(map(sum, by_mass[0]["searches"]["nn"]["found"])) == \
+        table["rows"][0]["searches"]["nn"]["found"]
+    no_mass = {n: dataclasses.replace(r, total_mass=None) for n, r in read.items()}
+    assert found_by_mass(no_mass, table) == []
+
+
 def test_cli_writes_the_table_json_and_plot(searches, capsys):
     from infer.search.compare import main
 
@@ -190,9 +229,13 @@ def test_cli_writes_the_table_json_and_plot(searches, capsys):
           str(root / "long" / "injections.csv"), "--reference", "mf", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "| 1/month | nn | — / " in printed and "not resolved" in printed
-    assert (out / "sensitivity.md").read_text().count("\n| 1/") == 6
+    md = (out / "sensitivity.md").read_text()
+    assert md.count("\n| 1/") == 6
+    assert md.count("by network SNR and total mass") == 3  # mf resolves 3 thresholds
+    assert "| nn | 8–12 | " in md and "| mf | ≥ 15 | " in md
     info = json.loads((out / "sensitivity.json").read_text())
     assert info["snr_prior"] == PRIOR and info["reference"] == "mf"
+    assert [t["far"] for t in info["by_mass"]] == ["1/day", "1/month", "1/year"]
     assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -223,7 +266,8 @@ def test_cli_refuses_bad_inputs(searches, capsys, case, message):
     elif case == "bad FAR":
         args += ["--far", "1/day", "2/fortnight"]
     else:
-        write_injections(root / "other.csv", snr, snr, range(snr.size - 1))  # one left out
+        write_injections(root / "other.csv", snr, snr, range(snr.size - 1),  # one left out
+                         np.full((snr.size, 2), 20.0))
         args[4] = str(root / "other.csv")
         args += ["--snr-prior", PRIOR]
     with pytest.raises(SystemExit) as e:
