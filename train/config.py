@@ -62,7 +62,7 @@ class InjectConfig:
     bank: str | None = None  # waveform bank (python -m data.inject.bank)
     max_waveforms: int | None = None  # the bank's first N held in memory (38 KB each); null = all
     # Bank waveforms drawn with odds ~ (mass1 + mass2)^mass_power: 0 = alike (the bank's prior);
-    # negative = more low-mass (long) chirps, which the search model otherwise misses.
+    # negative = more light chirps, which the search model otherwise misses (docs/search.md).
     mass_power: float = 0.0  # 0 = the bank's own prior; -2: M < 30 Msun 27 % of draws, not 7 %
     # Where the noise comes from: the store's target-0 whitened waves (the fold's training rows),
     # Gaussian noise from the generator's PSDs, or long strain (GWF / GWOSC HDF5).

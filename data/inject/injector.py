@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from data.inject import INCOHERENT_KINDS, SWAP_DETECTORS
-from data.inject.bank import Bank
+from data.inject.bank import PARAMS, Bank
 from data.inject.projection import Detectors, antenna_patterns, geocentre_delays, gmst, project
 from data.inject.snr import SNRPrior, rescale
 from data.layout import N_TIME, SAMPLE_RATE
@@ -223,14 +223,11 @@ def mass_weights(params: np.ndarray, power: float) -> np.ndarray | None:
     as :class:`~data.inject.bank.Bank` holds them); None for power 0 (every row alike).
 
     Why: drawn uniformly in each component mass (the bank's prior, and the generators'), a
-    total mass under 30 Msun is 7 % of the signals. Those are the long chirps (~10 s from
-    20 Hz), whose SNR spreads over many cycles; the search model trained so found at 1/month 0
-    of 16 at SNR 8-12 where the matched filter found 13 (docs/search.md). power -2 makes them
-    27 % of the draws."""
+    total mass under 30 Msun is 7 % of the signals; the search model trained so found at
+    1/month 0 of 16 of them at SNR 8-12 where the matched filter found 13 (docs/search.md,
+    "Where the rest is lost"). power -2 makes them 27 % of the draws."""
     if power == 0:
         return None
-    from data.inject.bank import PARAMS
-
     total = params[:, PARAMS.index("mass1")] + params[:, PARAMS.index("mass2")]
     return total ** float(power)
 

@@ -84,10 +84,10 @@ def format_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-def _bin_label(lo: float, hi: float, unit: str = "") -> str:
+def _bin_label(lo: float, hi: float) -> str:
     if lo == 0:
-        return f"< {hi:g}{unit}"
-    return f"≥ {lo:g}{unit}" if np.isinf(hi) else f"{lo:g}–{hi:g}{unit}"
+        return f"< {hi:g}"
+    return f"≥ {lo:g}" if np.isinf(hi) else f"{lo:g}–{hi:g}"
 
 
 def format_by_mass(by_mass: list[dict]) -> str:
