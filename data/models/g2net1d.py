@@ -31,6 +31,7 @@ default_cfgs = {
     "g2net_1d_small": _cfg(),
     "g2net_1d_tiny": _cfg(),
     "g2net_1d_coinc": _cfg(),
+    "g2net_1d_coinc_wide": _cfg(),
 }
 
 
@@ -358,3 +359,13 @@ def g2net_1d_coinc(pretrained: bool = False, **kwargs) -> nn.Module:
     """The search's model: a per-detector encoder (channels 8-16-32-32, shared) and a fusion
     head, split for cheap time slides (~0.05 M parameters)."""
     return _create("g2net_1d_coinc", G2Net1DCoinc, pretrained, **kwargs)
+
+
+@_register
+def g2net_1d_coinc_wide(pretrained: bool = False, **kwargs) -> nn.Module:
+    """``g2net_1d_coinc`` with its encoder twice as wide (channels 16-32-64-64, ~0.13 M
+    parameters, ~3.5x the encoder's multiply-adds; the fusion head as before, so a time slide
+    costs the same): capacity for light chirps, whose long, faint tracks the narrow encoder
+    misses (docs/search.md, "Where the rest is lost")."""
+    return _create("g2net_1d_coinc_wide", G2Net1DCoinc, pretrained,
+                   **{"channels": (16, 32, 64, 64), **kwargs})

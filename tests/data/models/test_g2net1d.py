@@ -62,7 +62,8 @@ def _v3_params_by_hand(n: int, hidden: int = 256) -> int:
                                         ("g2net_1d_v3_w32", 5.3e6, 6.3e6),
                                         ("g2net_1d_small", 0.08e6, 0.2e6),
                                         ("g2net_1d_tiny", 0.02e6, 0.04e6),
-                                        ("g2net_1d_coinc", 0.03e6, 0.08e6)])
+                                        ("g2net_1d_coinc", 0.03e6, 0.08e6),
+                                        ("g2net_1d_coinc_wide", 0.1e6, 0.16e6)])
 def test_builds_by_name_with_timm_and_forward_shape(name, lo, hi):
     model = timm.create_model(name, **KWARGS)
     assert name in m1d.WAVE_MODELS and name in timm.list_models("g2net_1d*")
@@ -107,10 +108,11 @@ def test_in_chans_other_than_3_and_image_input_are_errors():
         model(torch.zeros(1, 3, 256))
 
 
-def test_coinc_splits_at_the_detectors():
+@pytest.mark.parametrize("name", ["g2net_1d_coinc", "g2net_1d_coinc_wide"])
+def test_coinc_splits_at_the_detectors(name):
     """g2net_1d_coinc = fusion(features): each detector's feature row depends on its own strain
     alone, so a time slide may pair rows of different windows (infer.search)."""
-    m = timm.create_model("g2net_1d_coinc").eval()
+    m = timm.create_model(name).eval()
     x = torch.randn(4, 3, 4096)
     with torch.no_grad():
         f = m.forward_detectors(x)
