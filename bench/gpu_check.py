@@ -279,12 +279,14 @@ def resume_drift(work: Path, config: str, mixed: str, extra: tuple[str, ...],
 
 
 def injection(work: Path, config: str, models: tuple[str, ...], mixed: str,
-              extra: tuple[str, ...]) -> str:
+              extra: tuple[str, ...], judge_cost: bool = True) -> str:
     """Training on signals injected on the device (issue 18): a bank, one epoch of
     ``source=inject`` through accelerate launch, then bench/bench_inject.py's median cost of
     an injected batch (projection, whitening, SNR, and the CQT for a 2D model) against a
-    training step of each model. FAIL when an injected batch costs more than a step: it
-    would be the bottleneck."""
+    training step of each model. FAIL when an injected batch costs more than a step (it
+    would be the bottleneck), if ``judge_cost``: the dry run only reports the cost, since a
+    timing on a shared CPU is no pass/fail (``make test`` runs it beside whatever else runs:
+    there it once measured 300 %)."""
     bank = work / "bank.zarr"
     ok(sh(PY, "-m", "data.inject.bank", "--out", str(bank), "--n", "256", "--quiet"))
     proc = launch(1, "-m", "train", "--config", REPO / "configs" / "train" / config,
@@ -301,9 +303,9 @@ def injection(work: Path, config: str, models: tuple[str, ...], mixed: str,
     slow = [m for m, f in figures.items() if f["ratio"] >= 1]
     text = ", ".join(f"{m}: {1e3 * f['inject_s']:.1f} ms = {100 * f['ratio']:.1f} % of a "
                      f"{1e3 * f['step_s']:.1f} ms step" for m, f in figures.items())
-    if slow:
+    if slow and judge_cost:
         raise RuntimeError(f"an injected batch costs more than a training step: {text}")
-    return text
+    return text + (" (not judged: dry run)" if slow else "")
 
 
 def inference_paths(work: Path, name: str) -> str:
@@ -386,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     run_check(checks, "resume drift", resume_drift, work, wave, mixed, small, not gpu)
     run_check(checks, "training on injections, and their cost", injection, work, wave,
               ("g2net_1d_v3", "efficientnet_b0") if gpu else ("g2net_1d_tiny",
-                                                              "test_efficientnet"), mixed, small)
+                                                              "test_efficientnet"), mixed, small,
+              gpu)
     run_check(checks, "inference: store vs raw files", inference_paths, work, "cnn")
     run_check(checks, "search over long strain", search, work, "cnn", 180 if gpu else 128)
 
