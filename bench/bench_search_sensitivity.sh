@@ -30,7 +30,7 @@
 # SEEDS; the next round mines with the first seed's run, and the last round's runs are the
 # search model (three seeds: 0.912 of the matched filter at 1/month on the three hours, alone
 # 0.883, 0.833 and 0.877; this script end to end on another day's machine: 0.888, its training
-# 33 min at 280-290 samples/s, the searches 42 min; docs/search.md, "The recipe again"); on
+# 34 min at 280-290 samples/s, the searches ~43 min beside another job; docs/search.md, "The recipe again"); on
 # bench_quality.sh's store and a 100,000-waveform bank, both made if absent). The README's
 # table (0.85 of the matched filter's distance at 1/month against the year) is of one model
 # whose hard round was one epoch, one seed, its SNRs at the earlier runs' power-law:-3,4,100

@@ -365,7 +365,8 @@ def g2net_1d_coinc(pretrained: bool = False, **kwargs) -> nn.Module:
 def g2net_1d_coinc_wide(pretrained: bool = False, **kwargs) -> nn.Module:
     """``g2net_1d_coinc`` with its encoder twice as wide (channels 16-32-64-64, ~0.13 M
     parameters, ~3.5x the encoder's multiply-adds; the fusion head as before, so a time slide
-    costs the same): capacity for light chirps, whose long, faint tracks the narrow encoder
-    misses (docs/search.md, "Where the rest is lost")."""
+    costs the same). Tried for the light chirps the narrow encoder misses and measured worse:
+    0.824 of the matched filter at 1/month against 0.866, no light chirp more at SNR 8-12
+    (docs/search.md, "The recipe again"); not the search's model."""
     return _create("g2net_1d_coinc_wide", G2Net1DCoinc, pretrained,
                    **{"channels": (16, 32, 64, 64), **kwargs})
