@@ -170,10 +170,14 @@ def run(runs: list[str | Path] | str | Path | None, strain: list[str], out: str 
                  out / WINDOWS_FILE)
         cached = True
 
-    rank = ranking_key(cfg, {"search": "neural",
-                             "weights": [[f.member, f.card.weights_sha256] for f in folds]})
+    # The models' identity, in the summary too: g2net-search-combine (infer/search/combine.py)
+    # makes the ranking key of several searches' runs together from it.
+    identity = {"search": "neural",
+                "weights": [[f.member, f.card.weights_sha256] for f in folds]}
+    rank = ranking_key(cfg, identity)
     summary = report(ws, cfg, out, table, cfg.trigger_offset, rank, injections=injections,
-                     extra={"folds": [f.name for f in folds], "cached": cached})
+                     extra={"folds": [f.name for f in folds], "cached": cached,
+                            "identity": identity})
     summary["seconds"]["total"] = round(time.perf_counter() - start, 3)
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -665,6 +666,58 @@ def test_several_runs_average_their_logits(main_run, trained, strain, tmp_path):
     assert len(summary["folds"]) == 2
     pair, one = window_scores(tmp_path / "pair").scores, window_scores(main_run[0]).scores
     np.testing.assert_allclose(pair, 2 * one, rtol=1e-4, atol=1e-3)
+
+
+def test_combined_searches_are_the_search_of_all_their_runs(main_run, trained, strain,
+                                                            tmp_path, capsys):
+    """g2net-search-combine of a search of --runs A B (B: 3 x A's logits) and one of C alone
+    (5 x A's) is --runs A B C: every window of every slide scores 3 x A's (the mean over the
+    three runs; an unweighted mean of the two searches would give 3.5 x), with the same
+    triggers, FARs, found injections and ranking key as that search made directly. It refuses
+    a run given twice and a search with other score settings."""
+    from infer.search.cli import main
+    from infer.search.combine import main as combine_main
+
+    inj = str(strain["hdf5"] / "injections.csv")
+    common = ["--strain", *strain_args(strain["hdf5"]), "--quiet", "--slides", "3",
+              "--injections", inj, *THREADS]
+    b, c = (_scaled_run(trained, tmp_path / n, f) for n, f in (("b", 3), ("c", 5)))
+    main(["--runs", str(trained), str(b), "--out", str(tmp_path / "ab"), *common])
+    main(["--runs", str(c), "--out", str(tmp_path / "c"), *common])
+    main(["--runs", str(trained), str(b), str(c), "--out", str(tmp_path / "abc"), *common])
+    capsys.readouterr()
+    combine_main(["--searches", str(tmp_path / "ab"), str(tmp_path / "c"), "--out",
+                  str(tmp_path / "combined"), "--injections", inj])
+    assert "triggers" in capsys.readouterr().out
+    one, direct = window_scores(main_run[0]).scores, window_scores(tmp_path / "abc").scores
+    combined = window_scores(tmp_path / "combined").scores
+    np.testing.assert_allclose(direct, 3 * one, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(combined, direct, rtol=1e-6, atol=1e-6)
+    for name in ("triggers.csv", "found.csv", "background.csv"):
+        a, d = read_csv(tmp_path / "combined" / name), read_csv(tmp_path / "abc" / name)
+        assert len(a) == len(d) > 0, name
+        for key in ("far_per_year", "trigger_far_per_year", "found_1_per_day"):
+            assert [r.get(key) for r in a] == [r.get(key) for r in d], (name, key)
+    s_comb, s_direct = (json.loads((tmp_path / n / "summary.json").read_text())
+                        for n in ("combined", "abc"))
+    assert s_comb["ranking_key"] == s_direct["ranking_key"]
+    assert s_comb["injections"]["found"] == s_direct["injections"]["found"]
+
+    with pytest.raises(SystemExit):  # the same run in two searches
+        combine_main(["--searches", str(tmp_path / "ab"), str(tmp_path / "abc"), "--out",
+                      str(tmp_path / "twice")])
+    assert "each run is combined once" in capsys.readouterr().err
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "c", other)
+    cfg = (other / "search.yaml").read_text()
+    assert "stride: 0.25" in cfg
+    (other / "search.yaml").write_text(cfg.replace("stride: 0.25", "stride: 0.5"))
+    with pytest.raises(SystemExit):
+        combine_main(["--searches", str(tmp_path / "ab"), str(other), "--out",
+                      str(tmp_path / "other_out")])
+    err = capsys.readouterr().err
+    assert err.startswith("g2net-search-combine: error: ") and "stride" in err, err
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "other_out").exists()
 
 
 def test_trigger_time_on_loud_and_quiet_injections(trained, tmp_path):
