@@ -36,7 +36,9 @@
 # whose hard round was one epoch, one seed, its SNRs at the earlier runs' power-law:-3,4,100
 # (docs/search.md, "Hard negatives"); docs/search.md's
 # earlier tables used the curriculum run's first epoch with epochs=2, stopped for time, and
-# inject.swap_detector=uniform (0.75). Times land in OUT/times.txt.
+# inject.swap_detector=uniform (0.75). Times land in OUT/times.txt. More SEEDS add nothing
+# (five: 0.873 pooled, as three); runs of separate chains (each with its own search1d) do:
+# docs/search.md, "Five seeds, a second chain".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
