@@ -61,9 +61,7 @@ def read_part(directory: str | Path) -> dict:
     if not identity or identity.get("search") != "neural":
         raise SearchError(f"{d}: summary.json names no model identity (a matched-filter "
                           "search, or one made before g2net-search-combine): search it again")
-    with np.load(paths[WINDOWS_FILE]) as f:
-        key = json.loads(str(f["meta"]))["key"]
-    ws = WindowScores.load(paths[WINDOWS_FILE], key)
+    ws = WindowScores.load(paths[WINDOWS_FILE], None)
     if ws is None:
         raise SearchError(f"{paths[WINDOWS_FILE]}: unreadable")
     cfg = load_config(SearchConfig, paths[CONFIG_FILE])
@@ -130,12 +128,12 @@ def combine(searches: list[str | Path], out: str | Path, overrides: list[str] = 
     start = time.perf_counter()
     if len(searches) < 2:
         raise SearchError("--searches: give at least two search directories to combine")
-    parts = [read_part(d) for d in searches]
-    check_parts(parts)
     bad = sorted({o.partition("=")[0].split(".")[0] for o in overrides} - set(POST_KEYS))
-    if bad:
+    if bad:  # before the window scores are read
         raise SearchError(f"{', '.join(bad)}: the combined scores are the searches' own; only "
                           f"{', '.join(POST_KEYS)} can be set")
+    parts = [read_part(d) for d in searches]
+    check_parts(parts)
     cfg = load_config(SearchConfig, parts[0]["dir"] / CONFIG_FILE, list(overrides))
     ws, identity = combine_scores(parts)
     out = Path(out)

@@ -103,14 +103,15 @@ class WindowScores:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path, key: str) -> WindowScores | None:
-        """The saved scores if ``path`` holds ones made with ``key``, else None."""
+    def load(cls, path: Path, key: str | None) -> WindowScores | None:
+        """The saved scores if ``path`` holds ones made with ``key`` (None: whatever made
+        them), else None."""
         if not path.is_file():
             return None
         try:
             with np.load(path) as f:
                 meta = json.loads(str(f["meta"]))
-                if meta.get("key") != key:
+                if key is not None and meta.get("key") != key:
                     return None
                 scores = f["scores"]
         except (OSError, ValueError, KeyError) as e:
