@@ -1,9 +1,14 @@
 """``python -m infer.search.compare``: several searches of the same injections side by side, by
-sensitive distance at false-alarm-rate thresholds (:mod:`infer.search.sensitivity`).
+sensitive distance at false-alarm-rate thresholds (:mod:`infer.search.sensitivity`), with
+paired-bootstrap intervals on their ratios.
 
     python -m infer.search.compare --searches neural=search_nn mf=search_mf \\
         --injections long/injections.csv [--snr-prior uniform:4,50] [--far 1/day 1/month 1/year] \\
-        [--reference mf] --out compare/
+        [--reference mf] [--bootstrap 2000] --out compare/
+
+Several strains searched apart pool into one comparison: one injections file per strain, and
+per search its directories in the same order, comma-separated
+(``--searches neural=nn_a,nn_b mf=mf_a,mf_b --injections a/injections.csv b/injections.csv``).
 
 Writes ``sensitivity.md`` (the table it prints, and found injections by network SNR and
 total mass where the injections give mass1 and mass2), ``sensitivity.json`` and
@@ -26,6 +31,7 @@ from infer.config import InferError
 from infer.search.config import far_per_year
 from infer.search.sensitivity import (
     DEFAULT_FAR,
+    N_BOOTSTRAP,
     SearchInjections,
     compare_searches,
     efficiency,
@@ -41,17 +47,18 @@ SYNTH_CONFIG = "synth_long.yaml"  # data.sim.long_strain.CONFIG_FILE, without im
 HOUR_PER_YEAR = far_per_year("1/hour")
 
 
-def parse_searches(items: list[str]) -> dict[str, Path]:
-    """``["neural=search_nn", ...]`` -> {"neural": Path("search_nn"), ...}; ConfigError if an
-    item is not NAME=DIR or a name repeats."""
+def parse_searches(items: list[str]) -> dict[str, list[Path]]:
+    """``["neural=a,b", "mf=c,d"]`` -> {"neural": [Path("a"), Path("b")], ...} (one directory
+    per injections file); ConfigError if an item is not NAME=DIR[,DIR...] or a name repeats."""
     out = {}
     for item in items:
-        name, sep, directory = item.partition("=")
-        if not sep or not name or not directory:
-            raise ConfigError(f"--searches {item!r}: expected NAME=DIR")
+        name, sep, directories = item.partition("=")
+        dirs = directories.split(",")
+        if not sep or not name or not all(dirs):
+            raise ConfigError(f"--searches {item!r}: expected NAME=DIR[,DIR...]")
         if name in out:
             raise ConfigError(f"--searches: the name {name!r} is given twice")
-        out[name] = Path(directory)
+        out[name] = [Path(d) for d in dirs]
     return out
 
 
@@ -68,19 +75,42 @@ def snr_prior_beside(injections: Path) -> str:
     return str(snr)
 
 
+def snr_prior_of(injections: list[Path]) -> str:
+    """The one SNR distribution of every injections file's synth_long.yaml (a pooled volume
+    needs one prior); ConfigError where they differ."""
+    priors = {str(p): snr_prior_beside(p) for p in injections}
+    if len(set(priors.values())) > 1:
+        raise ConfigError("the injections were drawn from different SNR priors ("
+                          + ", ".join(f"{p}: {v}" for p, v in priors.items())
+                          + "): pool only injections of one prior")
+    return next(iter(priors.values()))
+
+
 def format_table(table: dict) -> str:
     """The markdown table: one row per FAR threshold and search."""
     ref = table["reference"]
-    lines = [f"| FAR | search | found / analysed | sensitive distance (Mpc) | ratio to {ref} |",
-             "|---|---|---:|---:|---:|"]
+    boot = table.get("bootstrap")
+    level = f"{100 * boot['level']:g} %" if boot else ""
+    lines = [f"| FAR | search | found / analysed | sensitive distance (Mpc) | ratio to {ref} |"
+             + (f" {level} |" if boot else ""),
+             "|---|---|---:|---:|---:|" + ("---:|" if boot else "")]
     for row in table["rows"]:
         for name, c in row["searches"].items():
             found = "—" if c["found"] is None else str(c["found"])
             dist = (f"{c['distance_mpc']:.1f} ± {c['distance_err_mpc']:.1f}" if c["resolved"]
                     else "— (not resolved)")
             ratio = "—" if c["ratio"] is None else f"{c['ratio']:.3f}"
-            lines.append(f"| {row['far']} | {name} | {found} / {c['analysed']} | {dist} | "
-                         f"{ratio} |")
+            line = f"| {row['far']} | {name} | {found} / {c['analysed']} | {dist} | {ratio} |"
+            if boot:
+                ci = c.get("ratio_interval")
+                line += f" {ci[0]:.3f}–{ci[1]:.3f} |" if ci else " — |"
+            lines.append(line)
+    diffs = [(row["far"], d) for row in table["rows"] for d in row.get("differences", [])]
+    if diffs:  # each pair of other searches, measured on the same resampled injections
+        lines += ["", f"| FAR | difference of ratios to {ref} | value | {level} |",
+                  "|---|---|---:|---:|"]
+        lines += [f"| {far} | {d['b']} − {d['a']} | {d['difference']:+.3f} | "
+                  f"{d['interval'][0]:+.3f} to {d['interval'][1]:+.3f} |" for far, d in diffs]
     return "\n".join(lines)
 
 
@@ -160,12 +190,17 @@ def plot(read: dict[str, SearchInjections], table: dict, snr_prior: str, out: Pa
 def main(argv: list[str] | None = None) -> None:
     """The console entry point; returns None."""
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    ap.add_argument("--searches", nargs="+", required=True, metavar="NAME=DIR",
-                    help="g2net-search --out directories (found.csv, summary.json), named")
-    ap.add_argument("--injections", type=Path, required=True,
-                    help="the injections.csv the searches looked for (with distance)")
+    ap.add_argument("--searches", nargs="+", required=True, metavar="NAME=DIR[,DIR...]",
+                    help="g2net-search --out directories (found.csv, summary.json), named; "
+                         "one per injections file, comma-separated, to pool several strains")
+    ap.add_argument("--injections", type=Path, nargs="+", required=True,
+                    help="the injections.csv the searches looked for (with distance), one per "
+                         "strain searched")
     ap.add_argument("--snr-prior", help="the injections' network-SNR distribution, "
                     "uniform:LO,HI; default: the snr of synth_long.yaml beside --injections")
+    ap.add_argument("--bootstrap", type=int, default=N_BOOTSTRAP, metavar="N",
+                    help="paired-bootstrap resamples for the ratios' 95 %% intervals "
+                         f"(default {N_BOOTSTRAP}; 0: none)")
     ap.add_argument("--far", nargs="+", default=list(DEFAULT_FAR), metavar="N/UNIT",
                     help="FAR thresholds (default: 1/day 1/month 1/year)")
     ap.add_argument("--reference", help="the search the ratios are to (default: the first)")
@@ -173,17 +208,20 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     with cli_errors(PROG, user_errors=(InferError,)):
         searches = parse_searches(args.searches)
-        snr_prior = args.snr_prior or snr_prior_beside(args.injections)
+        if args.bootstrap < 0:
+            raise ConfigError(f"--bootstrap {args.bootstrap}: give 0 (none) or more")
+        snr_prior = args.snr_prior or snr_prior_of(args.injections)
         table, read = compare_searches(searches, args.injections, snr_prior, args.far,
-                                       args.reference)
+                                       args.reference, args.bootstrap)
         args.out.mkdir(parents=True, exist_ok=True)
         text = format_table(table)
         by_mass = found_by_mass(read, table)  # [] where the injections give no masses
         (args.out / "sensitivity.md").write_text(
-            f"# Sensitivity (SNR prior {table['snr_prior']}, injections {args.injections})\n\n"
+            f"# Sensitivity (SNR prior {table['snr_prior']}, injections "
+            f"{' '.join(map(str, args.injections))})\n\n"
             + text + "\n" + (f"\n{format_by_mass(by_mass)}\n" if by_mass else ""))
-        info = {"searches": {n: str(d) for n, d in searches.items()},
-                "injections": str(args.injections), **table, "by_mass": by_mass}
+        info = {"searches": {n: [str(d) for d in ds] for n, ds in searches.items()},
+                "injections": [str(p) for p in args.injections], **table, "by_mass": by_mass}
         (args.out / "sensitivity.json").write_text(json.dumps(info, indent=1) + "\n")
         plot(read, table, snr_prior, args.out / "sensitivity.png")
     print(text)

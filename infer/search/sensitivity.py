@@ -86,12 +86,21 @@ def sensitive_volume(snr: np.ndarray, distance: np.ndarray, found: np.ndarray,
     ``uniform:LO,HI`` prior (p = 1 / (HI - LO)) is supported: a normal or fixed SNR gives no
     distances to weigh, so no volume. SearchError for another prior, or an SNR outside it.
     """
+    terms = volume_terms(snr, distance, found, snr_prior)
+    if terms.size < 2:
+        raise SearchError(f"a sensitive volume needs at least 2 analysed injections, got "
+                          f"{terms.size}")
+    return float(terms.mean()), float(terms.std(ddof=1) / np.sqrt(terms.size))
+
+
+def volume_terms(snr: np.ndarray, distance: np.ndarray, found: np.ndarray,
+                 snr_prior: str | SNRDistribution) -> np.ndarray:
+    """(n,) Mpc^3: each analysed injection's term of :func:`sensitive_volume`'s mean (the
+    volume is their mean; a bootstrap resamples them). SearchError for an SNR outside the
+    prior."""
     lo, hi = uniform_prior(snr_prior)
     snr, distance = np.asarray(snr, dtype=float), np.asarray(distance, dtype=float)
     found = np.asarray(found, dtype=bool)
-    if snr.size < 2:
-        raise SearchError(f"a sensitive volume needs at least 2 analysed injections, got "
-                          f"{snr.size}")
     # injections.csv keeps 9 significant digits: an SNR at an edge may round past it.
     outside = (snr < lo * (1 - 1e-6)) | (snr > hi * (1 + 1e-6))
     if outside.any():
@@ -100,7 +109,7 @@ def sensitive_volume(snr: np.ndarray, distance: np.ndarray, found: np.ndarray,
     k = snr * distance
     terms = 4 / 3 * np.pi * (k / hi) ** 3
     terms[found] += 4 * np.pi * distance[found] ** 3 * (hi - lo) / snr[found]
-    return float(terms.mean()), float(terms.std(ddof=1) / np.sqrt(terms.size))
+    return terms
 
 
 def sensitive_distance(volume: float, volume_err: float) -> tuple[float, float]:
@@ -127,6 +136,26 @@ class SearchInjections:
     far_per_year: np.ndarray  # FAR of the matched zero-lag trigger; NaN: none
     far_resolution_per_year: float | None  # 1 / background livetime; None: no background
     total_mass: np.ndarray | None = None  # mass1 + mass2 (Msun) where the injections give them
+    gps_time: np.ndarray | None = None  # s, the injection's merger time (rows in time order)
+    part: np.ndarray | None = None  # int: which strain's injections file (pool's order)
+
+
+def pool(parts: Sequence[SearchInjections]) -> SearchInjections:
+    """One search's injections over several stretches of strain searched apart (each part the
+    search of one strain with its injections file), as one: the rows one after another, each
+    part's rows marked by its index. A FAR threshold is resolved only where every part
+    resolves it: the resolution is the parts' coarsest (None if a part has no background)."""
+    if not parts:
+        raise SearchError("no searches to pool")
+    res = [p.far_resolution_per_year for p in parts]
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    has = lambda name: all(getattr(p, name) is not None for p in parts)  # noqa: E731
+    return SearchInjections(
+        cat("snr"), cat("distance"), cat("analysed"), cat("far_per_year"),
+        None if None in res else max(res),
+        cat("total_mass") if has("total_mass") else None,
+        cat("gps_time") if has("gps_time") else None,
+        np.concatenate([np.full(p.snr.size, i) for i, p in enumerate(parts)]))
 
 
 def read_search(directory: str | Path, injections: Mapping[str, np.ndarray]) -> SearchInjections:
@@ -162,8 +191,10 @@ def read_search(directory: str | Path, injections: Mapping[str, np.ndarray]) -> 
     livetime = json.loads(summary_path.read_text()).get("livetime", {})
     mass = (injections["mass1"][j] + injections["mass2"][j]
             if "mass1" in injections and "mass2" in injections else None)
-    return SearchInjections(snr, injections["distance"][j], analysed.astype(bool), far,
-                            livetime.get("far_resolution_per_year"), mass)
+    o = np.argsort(t, kind="stable")  # time order: two searches' rows pair up one to one
+    return SearchInjections(snr[o], injections["distance"][j][o], analysed[o].astype(bool),
+                            far[o], livetime.get("far_resolution_per_year"),
+                            None if mass is None else mass[o], t[o])
 
 
 def sensitivity_table(searches: Mapping[str, SearchInjections], snr_prior: str | SNRDistribution,
@@ -204,6 +235,68 @@ def sensitivity_table(searches: Mapping[str, SearchInjections], snr_prior: str |
     return {"snr_prior": f"uniform:{lo:g},{hi:g}", "reference": reference, "rows": rows}
 
 
+# A paired bootstrap's resamples: 2,000 put a 95 % interval's ends within ~0.005 of their
+# limit on a ratio of ~0.9 over ~1,000 injections (measured: docs/search.md).
+N_BOOTSTRAP = 2000
+
+
+def _boot_distance(s: SearchInjections, limit: float, snr_prior: str | SNRDistribution,
+                   idx: np.ndarray) -> np.ndarray:
+    """(B,) the sensitive distance (Mpc) at FAR ``limit`` (per year) of each resample of
+    ``s``'s injections, ``idx`` (B, n) their row numbers: each resample's volume is the mean of
+    the volume terms of its analysed rows, as :func:`sensitive_volume` of that resample."""
+    a = s.analysed
+    terms = np.zeros(s.snr.size)
+    terms[a] = volume_terms(s.snr[a], s.distance[a], found_at(s.far_per_year, a, limit)[a],
+                            snr_prior)
+    volume = terms[idx].sum(axis=1) / np.maximum(a[idx].sum(axis=1), 1)
+    return (3 * volume / (4 * np.pi)) ** (1 / 3)
+
+
+def bootstrap_ratios(searches: Mapping[str, SearchInjections], table: dict,
+                     snr_prior: str | SNRDistribution, n: int = N_BOOTSTRAP, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """``table`` (:func:`sensitivity_table`'s, of ``searches``) with intervals from a paired
+    bootstrap over the injections: each resample draws injections with replacement, the same
+    for every search, so what the searches share (which injections happened to be drawn)
+    cancels from their ratios. Adds to each resolved cell ``ratio_interval`` [lo, hi] (the
+    distance ratio to the reference's; None for the reference) and to each row ``differences``:
+    for each pair (a, b) of other searches resolved there, b's ratio minus a's with its
+    interval. SearchError unless every search holds the same injections (their gps_time and
+    part), i.e. searched the same strains for the same injections files."""
+    names = list(searches)
+    ref = table["reference"]
+    first = searches[ref]
+    for name, s in searches.items():
+        if (s.gps_time is None or first.gps_time is None
+                or not np.array_equal(s.gps_time, first.gps_time)
+                or not np.array_equal(s.part if s.part is not None else 0,
+                                      first.part if first.part is not None else 0)):
+            raise SearchError(f"{name} and {ref} did not look for the same injections: no "
+                              "paired interval (give each search of the same strains and "
+                              "injections files)")
+    idx = np.random.default_rng(seed).integers(0, first.snr.size, (n, first.snr.size))
+    q = [50 * (1 - level), 50 * (1 + level)]
+    for row in table["rows"]:
+        cells, limit = row["searches"], row["far_per_year"]
+        resolved = [m for m in names if cells[m]["resolved"]]
+        if ref not in resolved:
+            row["differences"] = []
+            continue
+        dist = {m: _boot_distance(searches[m], limit, snr_prior, idx) for m in resolved}
+        ratio = {m: dist[m] / dist[ref] for m in resolved}
+        for m in names:
+            cells[m]["ratio_interval"] = (np.percentile(ratio[m], q).tolist()
+                                          if m in resolved and m != ref else None)
+        others = [m for m in resolved if m != ref]
+        row["differences"] = [
+            {"a": a, "b": b, "difference": cells[b]["ratio"] - cells[a]["ratio"],
+             "interval": np.percentile(ratio[b] - ratio[a], q).tolist()}
+            for k, a in enumerate(others) for b in others[k + 1:]]
+    table["bootstrap"] = {"resamples": n, "seed": seed, "level": level}
+    return table
+
+
 def found_by_mass(searches: Mapping[str, SearchInjections], table: dict,
                   snr_bins: Sequence[float] = BY_MASS_SNR_BINS,
                   mass_bins: Sequence[float] = MASS_BINS) -> list[dict]:
@@ -230,16 +323,34 @@ def found_by_mass(searches: Mapping[str, SearchInjections], table: dict,
     return out
 
 
-def compare_searches(searches: Mapping[str, str | Path], injections: str | Path,
+def compare_searches(searches: Mapping[str, str | Path | Sequence[str | Path]],
+                     injections: str | Path | Sequence[str | Path],
                      snr_prior: str | SNRDistribution, far: Sequence[str] = DEFAULT_FAR,
-                     reference: str | None = None) -> tuple[dict, dict[str, SearchInjections]]:
-    """:func:`sensitivity_table` of the searches' ``--out`` directories (name -> directory)
-    against the injections CSV they searched for; also returns what was read, per search."""
-    table = read_injections(injections)
-    if "distance" not in table:
-        raise SearchError(f"{injections}: no numeric column 'distance' (Mpc; g2net-synth-long's "
-                          "injections.csv has one)")
-    if table["gps_time"].size == 0:
-        raise SearchError(f"{injections}: no injections")
-    read = {name: read_search(d, table) for name, d in searches.items()}
-    return sensitivity_table(read, snr_prior, far, reference), read
+                     reference: str | None = None, bootstrap: int = 0
+                     ) -> tuple[dict, dict[str, SearchInjections]]:
+    """:func:`sensitivity_table` of the searches' ``--out`` directories (name -> directory, or
+    one directory per injections file: the searches of several strains pooled, :func:`pool`)
+    against the injections CSV(s) they searched for; with ``bootstrap`` resamples, its paired
+    intervals (:func:`bootstrap_ratios`). Also returns what was read, per search."""
+    files = [injections] if isinstance(injections, (str, Path)) else list(injections)
+    tables = []
+    for path in files:
+        table = read_injections(path)
+        if "distance" not in table:
+            raise SearchError(f"{path}: no numeric column 'distance' (Mpc; g2net-synth-long's "
+                              "injections.csv has one)")
+        if table["gps_time"].size == 0:
+            raise SearchError(f"{path}: no injections")
+        tables.append(table)
+    read = {}
+    for name, dirs in searches.items():
+        dirs = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
+        if len(dirs) != len(files):
+            raise SearchError(f"{name}: {len(dirs)} search directories for {len(files)} "
+                              "injections files: give one per file, in the same order")
+        parts = [read_search(d, t) for d, t in zip(dirs, tables)]
+        read[name] = parts[0] if len(parts) == 1 else pool(parts)
+    table = sensitivity_table(read, snr_prior, far, reference)
+    if bootstrap:
+        bootstrap_ratios(read, table, snr_prior, bootstrap)
+    return table, read

@@ -13,14 +13,18 @@ import json
 import numpy as np
 import pytest
 
-from infer.search.config import YEAR
+from infer.search.config import YEAR, SearchError
 from infer.search.sensitivity import (
+    SearchInjections,
+    _boot_distance,
+    bootstrap_ratios,
     compare_searches,
     efficiency,
     found_at,
     found_by_mass,
     sensitive_distance,
     sensitive_volume,
+    sensitivity_table,
 )
 
 K_RANGE = (200.0, 2000.0)  # SNR x Mpc: a source's SNR at 1 Mpc, uniform over the population
@@ -246,6 +250,8 @@ def test_cli_writes_the_table_json_and_plot(searches, capsys):
     ("unknown reference", "--reference 'pycbc': not one of the searches (nn, mf)"),
     ("bad FAR", "'2/fortnight' is not N/unit"),
     ("other injections", "is not in the injections file"),
+    ("directories per file", "nn: 2 search directories for 1 injections files"),
+    ("negative bootstrap", "--bootstrap -1: give 0 (none) or more"),
 ])
 def test_cli_refuses_bad_inputs(searches, capsys, case, message):
     from infer.search.compare import main
@@ -265,6 +271,10 @@ def test_cli_refuses_bad_inputs(searches, capsys, case, message):
         args += ["--reference", "pycbc"]
     elif case == "bad FAR":
         args += ["--far", "1/day", "2/fortnight"]
+    elif case == "directories per file":
+        args[1] = f"nn={root / 'nn'},{root / 'nn'}"
+    elif case == "negative bootstrap":
+        args += ["--bootstrap", "-1"]
     else:
         write_injections(root / "other.csv", snr, snr, range(snr.size - 1),  # one left out
                          np.full((snr.size, 2), 20.0))
@@ -276,3 +286,114 @@ def test_cli_refuses_bad_inputs(searches, capsys, case, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith("g2net-search-compare: error: ") and message in err and "\n" not in err
     assert not (root / "c" / "sensitivity.md").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Several strains pooled, and the paired bootstrap
+
+
+def split_searches(base, snr, distance, analysed, nn_days_b):
+    """The fixture's injections and searches cut in two strains: rows 0-199 and 200-399, each
+    with its own injections file at the same GPS times (two strains that start at the same
+    GPS, as two g2net-synth-long seeds do); nn's second part has ``nn_days_b`` days of
+    background."""
+    masses = np.random.default_rng(4).uniform(7, 50, (400, 2))
+    files = []
+    for part, rows in enumerate((slice(0, 200), slice(200, 400))):
+        d = base / f"part{part}"
+        d.mkdir(parents=True)
+        write_injections(d / "injections.csv", snr[rows], distance[rows], range(200),
+                         masses[rows])
+        (d / "synth_long.yaml").write_text("snr: uniform:4,40\n")
+        files.append(d / "injections.csv")
+        for name, cut, days in (("mf", 9.0, 1000), ("nn", 11.0, 20 if part == 0 else nn_days_b)):
+            far = np.where(snr[rows] > cut - 8, np.exp(-(snr[rows] - cut)), np.nan)
+            write_search(d / name, snr[rows], analysed[rows], far, days * DAY)
+    return files
+
+
+def test_strains_pooled_give_the_figures_of_one_strain_holding_both(searches):
+    """Two strains searched apart and pooled (--searches nn=a,b --injections a.csv b.csv) give
+    the found counts, volumes, ratios and bootstrap intervals of the same injections in one
+    strain; a threshold one part's background does not resolve is not resolved pooled."""
+    root, snr, distance, analysed = searches
+    whole, _ = compare_searches({"mf": root / "mf", "nn": root / "nn"},
+                                root / "long" / "injections.csv", PRIOR, bootstrap=300)
+    files = split_searches(root / "a", snr, distance, analysed, nn_days_b=20)
+    pooled, read = compare_searches(
+        {name: [root / "a" / "part0" / name, root / "a" / "part1" / name] for name in ("mf", "nn")},
+        files, PRIOR, bootstrap=300)
+    assert read["nn"].snr.size == 400 and read["nn"].part.tolist() == [0] * 200 + [1] * 200
+    for w, p in zip(whole["rows"], pooled["rows"]):
+        for name in ("mf", "nn"):
+            a, b = w["searches"][name], p["searches"][name]
+            assert a["resolved"] == b["resolved"] and a["found"] == b["found"]
+            if a["resolved"]:
+                assert b["volume_mpc3"] == pytest.approx(a["volume_mpc3"], rel=1e-12)
+                assert b["ratio"] == pytest.approx(a["ratio"], rel=1e-12)
+                if name == "nn":  # the same rows in the same order: the same resamples
+                    np.testing.assert_allclose(b["ratio_interval"], a["ratio_interval"])
+    # nn's second part with half a day of background: 730 per year, 1/day not resolved
+    files = split_searches(root / "b", snr, distance, analysed, nn_days_b=0.5)
+    pooled, _ = compare_searches(
+        {name: [root / "b" / "part0" / name, root / "b" / "part1" / name] for name in ("mf", "nn")},
+        files, PRIOR)
+    assert not pooled["rows"][0]["searches"]["nn"]["resolved"]
+    assert pooled["rows"][0]["searches"]["mf"]["resolved"]
+
+
+def test_bootstrap_distances_are_the_volumes_of_the_resampled_injections(searches):
+    """The vectorised resamples against sensitive_volume of each resample drawn by hand, and
+    the intervals against percentiles of those."""
+    root = searches[0]
+    table, read = compare_searches({"mf": root / "mf", "nn": root / "nn"},
+                                   root / "long" / "injections.csv", PRIOR)
+    n, limit = read["nn"].snr.size, 365.25
+    idx = np.random.default_rng(0).integers(0, n, (200, n))
+    by_hand = {}
+    for name, s in read.items():
+        got = _boot_distance(s, limit, PRIOR, idx)
+        want = []
+        for i in idx:
+            a = s.analysed[i]
+            found = found_at(s.far_per_year[i], a, limit)
+            want.append(sensitive_distance(*sensitive_volume(s.snr[i][a], s.distance[i][a],
+                                                             found[a], PRIOR))[0])
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+        by_hand[name] = np.array(want)
+    bootstrap_ratios(read, table, PRIOR, n=200, seed=0)
+    np.testing.assert_allclose(table["rows"][0]["searches"]["nn"]["ratio_interval"],
+                               np.percentile(by_hand["nn"] / by_hand["mf"], [2.5, 97.5]))
+    assert table["rows"][0]["searches"]["mf"]["ratio_interval"] is None  # the reference
+
+
+def test_bootstrap_intervals_cover_the_true_ratio():
+    """Searches with sharp SNR thresholds 9 (reference) and 10 find sources out to K / 9 and
+    K / 10: the true distance ratio is 0.9. Over 100 independent sets of 400 injections the 95 %
+    interval holds it in 88 or more (binomial: 95 expected, 88 is 2.8 sigma below), and the
+    difference between the threshold-10 and threshold-11 searches (true 10/11 - 0.9) too."""
+    cover = {"ratio": 0, "difference": 0}
+    for seed in range(100):
+        snr, d = draw(np.random.default_rng(100 + seed), 400)
+        t = np.arange(400.0)
+        read = {name: SearchInjections(snr, d, np.ones(400, bool),
+                                       np.where(snr > cut, 0.5, np.nan), 0.01, gps_time=t)
+                for name, cut in (("ref", 9.0), ("a", 10.0), ("b", 11.0))}
+        table = sensitivity_table(read, PRIOR, ["1/day"], "ref")
+        bootstrap_ratios(read, table, PRIOR, n=400, seed=seed)
+        lo, hi = table["rows"][0]["searches"]["a"]["ratio_interval"]
+        cover["ratio"] += lo <= 0.9 <= hi
+        (diff,) = table["rows"][0]["differences"]
+        assert (diff["a"], diff["b"]) == ("a", "b")
+        lo, hi = diff["interval"]
+        cover["difference"] += lo <= 9 / 11 - 0.9 <= hi
+    assert cover["ratio"] >= 88 and cover["difference"] >= 88, cover
+
+
+def test_bootstrap_refuses_searches_of_other_injections(searches):
+    root = searches[0]
+    table, read = compare_searches({"mf": root / "mf", "nn": root / "nn"},
+                                   root / "long" / "injections.csv", PRIOR)
+    read["nn"] = dataclasses.replace(read["nn"], gps_time=read["nn"].gps_time + 1.0)
+    with pytest.raises(SearchError, match="nn and mf did not look for the same injections"):
+        bootstrap_ratios(read, table, PRIOR)
