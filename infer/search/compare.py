@@ -109,9 +109,15 @@ def format_table(table: dict) -> str:
     if diffs:  # each pair of other searches, measured on the same resampled injections
         lines += ["", f"| FAR | difference of ratios to {ref} | value | {level} |",
                   "|---|---|---:|---:|"]
-        lines += [f"| {far} | {d['b']} − {d['a']} | {d['difference']:+.3f} | "
-                  f"{d['interval'][0]:+.3f} to {d['interval'][1]:+.3f} |" for far, d in diffs]
+        lines += [f"| {far} | {d['b']} − {d['a']} | {_signed(d['difference'])} | "
+                  f"{_signed(d['interval'][0])} to {_signed(d['interval'][1])} |"
+                  for far, d in diffs]
     return "\n".join(lines)
+
+
+def _signed(x: float) -> str:
+    """+0.012 or −0.012 (a typographic minus, as the table's "b − a")."""
+    return f"{x:+.3f}".replace("-", "−")
 
 
 def _bin_label(lo: float, hi: float) -> str:

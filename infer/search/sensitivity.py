@@ -244,12 +244,14 @@ def _boot_distance(s: SearchInjections, limit: float, snr_prior: str | SNRDistri
                    idx: np.ndarray) -> np.ndarray:
     """(B,) the sensitive distance (Mpc) at FAR ``limit`` (per year) of each resample of
     ``s``'s injections, ``idx`` (B, n) their row numbers: each resample's volume is the mean of
-    the volume terms of its analysed rows, as :func:`sensitive_volume` of that resample."""
+    the volume terms of its analysed rows, as :func:`sensitive_volume` of that resample; NaN
+    for a resample with fewer than 2 analysed rows (which sensitive_volume refuses)."""
     a = s.analysed
     terms = np.zeros(s.snr.size)
     terms[a] = volume_terms(s.snr[a], s.distance[a], found_at(s.far_per_year, a, limit)[a],
                             snr_prior)
-    volume = terms[idx].sum(axis=1) / np.maximum(a[idx].sum(axis=1), 1)
+    count = a[idx].sum(axis=1)
+    volume = np.where(count >= 2, terms[idx].sum(axis=1) / np.maximum(count, 1), np.nan)
     return (3 * volume / (4 * np.pi)) ** (1 / 3)
 
 
@@ -259,11 +261,13 @@ def bootstrap_ratios(searches: Mapping[str, SearchInjections], table: dict,
     """``table`` (:func:`sensitivity_table`'s, of ``searches``) with intervals from a paired
     bootstrap over the injections: each resample draws injections with replacement, the same
     for every search, so what the searches share (which injections happened to be drawn)
-    cancels from their ratios. Adds to each resolved cell ``ratio_interval`` [lo, hi] (the
-    distance ratio to the reference's; None for the reference) and to each row ``differences``:
-    for each pair (a, b) of other searches resolved there, b's ratio minus a's with its
-    interval. SearchError unless every search holds the same injections (their gps_time and
-    part), i.e. searched the same strains for the same injections files."""
+    cancels from their ratios. Adds to each cell ``ratio_interval`` [lo, hi] (the distance
+    ratio to the reference's; None for the reference and where either is not resolved) and to
+    each row ``differences``: for each pair (a, b) of other searches resolved there, b's ratio
+    minus a's with its interval; and ``resamples_used``: the resamples in which every search
+    resolved there had at least 2 analysed injections (the others are dropped; with none,
+    no intervals). SearchError unless every search holds the same injections (their gps_time
+    and part), i.e. searched the same strains for the same injections files."""
     names = list(searches)
     ref = table["reference"]
     first = searches[ref]
@@ -280,11 +284,17 @@ def bootstrap_ratios(searches: Mapping[str, SearchInjections], table: dict,
     for row in table["rows"]:
         cells, limit = row["searches"], row["far_per_year"]
         resolved = [m for m in names if cells[m]["resolved"]]
+        for m in names:
+            cells[m]["ratio_interval"] = None
+        row["differences"], row["resamples_used"] = [], 0
         if ref not in resolved:
-            row["differences"] = []
             continue
         dist = {m: _boot_distance(searches[m], limit, snr_prior, idx) for m in resolved}
-        ratio = {m: dist[m] / dist[ref] for m in resolved}
+        used = np.all([np.isfinite(d) for d in dist.values()], axis=0)
+        row["resamples_used"] = int(used.sum())
+        if not used.any():
+            continue
+        ratio = {m: dist[m][used] / dist[ref][used] for m in resolved}
         for m in names:
             cells[m]["ratio_interval"] = (np.percentile(ratio[m], q).tolist()
                                           if m in resolved and m != ref else None)

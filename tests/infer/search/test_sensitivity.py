@@ -127,15 +127,16 @@ def write_injections(path, snr, distance, order, masses):
                         f"{masses[i, 1]:.9g}", f"{distance[i]:.9g}"])
 
 
-def write_search(directory, snr, analysed, far, background_s, drop=None):
-    """found.csv and summary.json as g2net-search writes them (``far``: NaN = no trigger)."""
+def write_search(directory, snr, analysed, far, background_s, drop=None, order=None):
+    """found.csv and summary.json as g2net-search writes them (``far``: NaN = no trigger);
+    ``order``: the rows' order (default: time order)."""
     directory.mkdir()
     cols = ["gps_time", "snr", "analysed", "found_1_per_day", "trigger_gps_time",
             "trigger_score", "trigger_far_per_year"]
     with (directory / "found.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow([c for c in cols if c != drop])
-        for i in range(snr.size):
+        for i in range(snr.size) if order is None else order:
             hit = np.isfinite(far[i])
             row = [f"{GPS + 32 * i + 0.123456:.6f}", repr(float(snr[i])), int(analysed[i]),
                    int(bool(analysed[i] and far[i] <= 365.25)),
@@ -392,9 +393,72 @@ def test_bootstrap_intervals_cover_the_true_ratio():
 
 
 def test_bootstrap_refuses_searches_of_other_injections(searches):
+    """Other times, or the same times from another strain's injections file (part)."""
     root = searches[0]
     table, read = compare_searches({"mf": root / "mf", "nn": root / "nn"},
                                    root / "long" / "injections.csv", PRIOR)
-    read["nn"] = dataclasses.replace(read["nn"], gps_time=read["nn"].gps_time + 1.0)
-    with pytest.raises(SearchError, match="nn and mf did not look for the same injections"):
-        bootstrap_ratios(read, table, PRIOR)
+    for change in ({"gps_time": read["nn"].gps_time + 1.0},
+                   {"part": np.repeat([0, 1], 200)}):
+        other = {**read, "nn": dataclasses.replace(read["nn"], **change)}
+        with pytest.raises(SearchError, match="nn and mf did not look for the same injection"):
+            bootstrap_ratios(other, table, PRIOR)
+
+
+def test_bootstrap_pairs_rows_whatever_order_found_csv_lists_them(searches):
+    """nn's found.csv written in a shuffled order: read_search puts the rows in time order, so
+    the pairs, the table and the intervals are those of the time-ordered file."""
+    root, snr, _, analysed = searches
+    far = np.where(snr > 11.0 - 8, np.exp(-(snr - 11.0)), np.nan)
+    write_search(root / "shuffled", snr, analysed, far, 20 * DAY,
+                 order=np.random.default_rng(9).permutation(snr.size))
+    inj = root / "long" / "injections.csv"
+    want, _ = compare_searches({"mf": root / "mf", "nn": root / "nn"}, inj, PRIOR, bootstrap=300)
+    got, _ = compare_searches({"mf": root / "mf", "nn": root / "shuffled"}, inj, PRIOR,
+                              bootstrap=300)
+    assert got == want
+
+
+def test_bootstrap_drops_resamples_without_two_analysed_injections():
+    """3 analysed injections of 6: some resamples draw fewer than 2 of them (sensitive_volume
+    refuses those); they are dropped and counted, and the interval stays finite."""
+    snr = np.array([5.0, 9.0, 12.0, 20.0, 30.0, 38.0])
+    analysed = np.array([True, False, True, False, False, True])
+    read = {name: SearchInjections(snr, 100.0 / snr * 10, analysed,
+                                   np.where(snr > cut, 0.5, np.nan), 0.01,
+                                   gps_time=np.arange(6.0))
+            for name, cut in (("ref", 8.0), ("a", 10.0))}
+    table = sensitivity_table(read, PRIOR, ["1/day"], "ref")
+    bootstrap_ratios(read, table, PRIOR, n=500, seed=1)
+    row = table["rows"][0]
+    assert 300 < row["resamples_used"] < 500  # P(at least 2 of 3 in 6 draws) = 0.68
+    lo, hi = row["searches"]["a"]["ratio_interval"]
+    assert np.isfinite([lo, hi]).all() and lo <= row["searches"]["a"]["ratio"] <= hi
+    json.dumps(table, allow_nan=False)  # valid JSON: no NaN anywhere
+
+
+def test_cli_prints_intervals_and_the_difference_of_two_searches(searches, capsys):
+    """Three searches: each ratio with its interval, and nn2 − nn with its value and interval
+    (nn2 finds more than nn, at every SNR: its ratio is higher)."""
+    from infer.search.compare import main
+
+    root, snr, _, analysed = searches
+    write_search(root / "nn2", snr, analysed,
+                 np.where(snr > 10.0 - 8, np.exp(-(snr - 10.0)), np.nan), 20 * DAY)
+    out = root / "c3"
+    main(["--searches", f"mf={root / 'mf'}", f"nn={root / 'nn'}", f"nn2={root / 'nn2'}",
+          "--injections", str(root / "long" / "injections.csv"), "--bootstrap", "500",
+          "--out", str(out)])
+    printed = capsys.readouterr().out
+    info = json.loads((out / "sensitivity.json").read_text())
+    day = info["rows"][0]
+    nn, nn2 = day["searches"]["nn"], day["searches"]["nn2"]
+    (diff,) = day["differences"]
+    assert (diff["a"], diff["b"]) == ("nn", "nn2")
+    assert diff["difference"] == pytest.approx(nn2["ratio"] - nn["ratio"])
+    assert diff["difference"] > 0
+    assert diff["interval"][0] <= diff["difference"] <= diff["interval"][1]
+    lo, hi = nn["ratio_interval"]
+    assert f"| {nn['ratio']:.3f} | {lo:.3f}–{hi:.3f} |" in printed
+    lo, hi = (f"{x:+.3f}".replace("-", "−") for x in diff["interval"])  # typographic minus
+    assert f"| 1/day | nn2 − nn | +{diff['difference']:.3f} | {lo} to {hi} |" in printed
+    assert info["bootstrap"] == {"resamples": 500, "seed": 0, "level": 0.95}
