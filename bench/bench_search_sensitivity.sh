@@ -29,7 +29,9 @@
 #   d^3, so the quiet ones set it). The comparison pools the four (2,700 injections;
 #   OUT/compare_pooled) and the last two alone (OUT/compare_new: the hours no choice of this
 #   recipe was made on). With YEAR=1, five more noise hours (seeds 400-800), 1,500 slides each
-#   by both searches (1.04 years in all: FAR 1/year resolved), ~2.5 h more.
+#   by both searches (1.04 years in all: FAR 1/year resolved): ~3-4 h more with three runs
+#   (one model took 96 min of searching for the five hours, the matched filter 54; each more
+#   run costs about one model's 96 again: docs/search.md, "A year of background").
 # Times land in OUT/times.txt; figures and times of a run: docs/search.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
