@@ -87,6 +87,11 @@ class InjectConfig:
     # hard_negative_fraction of every batch, in place of plain-noise samples, target 0.
     hard_negatives: str | None = None  # a g2net-search hard_negatives.csv of inject.strain
     hard_negative_fraction: float = 0.0  # of every batch, in place of plain noise; 0 = off
+    # Hard positives: a python -m train.mine file (loud sources a model scored lowest, made
+    # with this bank); a signal is one of them with the odds hard_positive_fraction, at its
+    # mined SNR, the merger time and noise drawn afresh (train/mine.py says why).
+    hard_positives: str | None = None  # a train.mine CSV of this inject.bank
+    hard_positive_fraction: float = 0.0  # of the coherent signals; 0 = off
     # Forms: uniform:LO,HI  power-law:INDEX,LO,HI  normal:MU,SIGMA,MIN  fixed:X
     snr: str = "uniform:2,16"  # the network SNR's distribution
     curriculum_start: float | None = None  # SNR lower bound at step 0, falling to the spec's
@@ -214,6 +219,11 @@ def check(cfg: TrainConfig) -> None:
         need((i.hard_negatives is None) == (i.hard_negative_fraction == 0),
              "inject.hard_negatives", "give both inject.hard_negatives (a g2net-search's "
              "hard_negatives.csv) and inject.hard_negative_fraction > 0, or neither")
+        need(0 <= i.hard_positive_fraction <= 1, "inject.hard_positive_fraction",
+             f"must lie in [0, 1], got {i.hard_positive_fraction}")
+        need((i.hard_positives is None) == (i.hard_positive_fraction == 0),
+             "inject.hard_positives", "give both inject.hard_positives (a python -m "
+             "train.mine file) and inject.hard_positive_fraction > 0, or neither")
         need(i.hard_negatives is None or i.noise == "strain", "inject.hard_negatives",
              f"needs noise=strain (the strain the search's windows come from), got "
              f"noise={i.noise}")

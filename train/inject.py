@@ -23,8 +23,8 @@ import torch
 
 from data import store as zstore
 from data.config import from_dict
-from data.inject.bank import BankError, open_bank
-from data.inject.injector import Injector, batch_generator, mass_weights
+from data.inject.bank import PARAMS, BankError, open_bank
+from data.inject.injector import Injector, Sources, batch_generator, mass_weights
 from data.inject.noise import GaussianNoise, StoreNoise, StrainNoise, local_psd
 from data.inject.snr import SNRPrior
 from data.inputs.loader import PAD_INDEX
@@ -68,14 +68,20 @@ class Injection:
     record: dict  # what the model card says the model was trained on
     hard: torch.Tensor | None = None  # (n, 3) int64 sample starts of the hard negatives
     hard_fraction: float = 0.0  # of every batch
+    hard_positives: Sources | None = None  # mined sources (train/mine.py)
+    hard_positive_fraction: float = 0.0  # of the coherent signals
 
-    def _inject(self, noise: torch.Tensor, gen: torch.Generator, step: int):
-        """The injector's batch from ``noise`` with this run's fractions and kinds."""
+    def _inject(self, noise: torch.Tensor, gen: torch.Generator, step: int,
+                training: bool = True):
+        """The injector's batch from ``noise`` with this run's fractions and kinds (and its
+        hard positives when ``training``: the frozen validation set measures the prior)."""
+        hard = self.hard_positives if training else None
         return self.injector.inject(noise, gen, positive_fraction=self.positive_fraction,
                                     incoherent_fraction=self.incoherent_fraction,
                                     incoherent_kinds=self.incoherent_kinds,
                                     swap_detector=self.swap_detector,
-                                    swap_keep_snr=self.swap_keep_snr, step=step)
+                                    swap_keep_snr=self.swap_keep_snr, step=step, hard=hard,
+                                    hard_fraction=self.hard_positive_fraction)
 
     def batch(self, n: int, gen: torch.Generator, step: int = 0):
         """(stored-form x, targets (n,) float32) for one batch of ``n``."""
@@ -116,7 +122,8 @@ class Injection:
             gen = batch_generator(seed, _VALIDATION, first, device=self.injector.device)
             # At the curriculum's end: validation measures the distribution trained for, not
             # the easy one a curriculum starts with.
-            out = self._inject(noise.batch(m, gen), gen, self.injector.snr.curriculum_steps)
+            out = self._inject(noise.batch(m, gen), gen, self.injector.snr.curriculum_steps,
+                               training=False)
             idx = torch.arange(first, first + m, device=out.x.device)
             blocks.append((self.to_stored(out.x), out.target, idx))
         x, t, i = (torch.cat(parts) for parts in zip(*blocks))
@@ -190,6 +197,11 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
     if hard is not None:
         log.info("inject: %d hard negatives from %s, %.0f%% of each batch", hard.shape[0],
                  i.hard_negatives, 100 * i.hard_negative_fraction)
+    hard_pos = (_hard_positives(i.hard_positives, injector) if i.hard_positives else None)
+    if hard_pos is not None:
+        log.info("inject: %d hard positives from %s (SNR %.1f-%.1f), %.0f%% of the signals",
+                 len(hard_pos), i.hard_positives, float(hard_pos.snr.min()),
+                 float(hard_pos.snr.max()), 100 * i.hard_positive_fraction)
     record = {"bank": bank.describe(), "noise": i.noise, "snr": i.snr,
               "curriculum": ([i.curriculum_start, i.curriculum_steps]
                              if i.curriculum_start is not None else None),
@@ -206,7 +218,10 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
               "validation": i.validation,
               "hard_negatives": ({"file": i.hard_negatives, "n": int(hard.shape[0]),
                                   "fraction": i.hard_negative_fraction}
-                                 if hard is not None else None)}
+                                 if hard is not None else None),
+              "hard_positives": ({"file": i.hard_positives, "n": len(hard_pos),
+                                  "fraction": i.hard_positive_fraction}
+                                 if hard_pos is not None else None)}
     log.info("inject: %d waveforms from %s (%.0f MB in memory), noise=%s, SNR %s, %.0f%% "
              "positives, %.0f%% incoherent negatives", len(bank.params), i.bank,
              bank.polarisations.nbytes / 1e6, i.noise, i.snr, 100 * i.positive_fraction,
@@ -214,7 +229,43 @@ def build(cfg: TrainConfig, g, kind: str, rows: np.ndarray, device: torch.device
     return Injection(injector, noise, stored_form(g, kind, device), i.positive_fraction,
                      i.incoherent_fraction, tuple(i.incoherent_kinds), i.swap_detector,
                      i.swap_keep_snr, cfg.seed,
-                     rank, record, hard, i.hard_negative_fraction)
+                     rank, record, hard, i.hard_negative_fraction, hard_pos,
+                     i.hard_positive_fraction)
+
+
+def _hard_positives(path: str, injector: Injector) -> Sources:
+    """The sources of a ``python -m train.mine`` file on the injector's device (merger times
+    0: each use draws its own); TrainError for a file that is not one, or one mined with
+    another bank (a row past this bank's end, or whose masses differ from the row's)."""
+    from train.mine import COLUMNS
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        cols = {c: np.array([float(r[c]) for r in rows], dtype=np.float64) for c in COLUMNS}
+        masses = np.array([[float(r[p]) for p in ("mass1", "mass2")] for r in rows])
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise TrainError(f"inject.hard_positives: {path}: not a python -m train.mine file "
+                         f"(columns {', '.join(COLUMNS)}, mass1, mass2, ...): {e}") from None
+    if not rows:
+        raise TrainError(f"inject.hard_positives: {path} holds no sources")
+    row = cols["row"].astype(np.int64)
+    n_bank = injector.bank_params.shape[0]
+    if (row < 0).any() or (row >= n_bank).any() or (row != cols["row"]).any():
+        raise TrainError(f"inject.hard_positives: {path}: bank rows {row.min()}-{row.max()} do "
+                         f"not all lie in inject.bank's {n_bank} (mined with another bank, or "
+                         "a larger inject.max_waveforms?)")
+    own = injector.bank_params[row][:, [PARAMS.index("mass1"), PARAMS.index("mass2")]]
+    if not np.allclose(own, masses, rtol=1e-5):
+        raise TrainError(f"inject.hard_positives: {path}: its sources' masses differ from "
+                         "inject.bank's rows of the same index: mined with another bank")
+    if not (np.isfinite(cols["snr"]).all() and (cols["snr"] > 0).all()):
+        raise TrainError(f"inject.hard_positives: {path}: SNRs must be finite and positive")
+    dev = injector.device
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=dev)  # noqa: E731
+    return Sources(torch.as_tensor(row, device=dev), as_t(cols["ra"]), as_t(cols["dec"]),
+                   as_t(cols["psi"]), torch.zeros(len(row), dtype=torch.float64, device=dev),
+                   as_t(cols["snr"]))
 
 
 def _hard_negatives(path: str, noise) -> torch.Tensor:

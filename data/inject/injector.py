@@ -56,6 +56,39 @@ class Injected:
     kind: torch.Tensor
 
 
+@dataclass
+class Sources:
+    """What a signal is drawn from, (n,) each: ``row`` the bank row (int64), ``ra``, ``dec``
+    (rad), ``psi`` (the polarisation angle, rad), ``merger`` (geocentre merger time, s from
+    the window's start), ``snr`` (the network optimal SNR it is rescaled to)."""
+
+    row: torch.Tensor
+    ra: torch.Tensor
+    dec: torch.Tensor
+    psi: torch.Tensor
+    merger: torch.Tensor
+    snr: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+    def take(self, idx: torch.Tensor) -> Sources:
+        """The sources at ``idx``."""
+        return Sources(*(getattr(self, f)[idx] for f in SOURCE_FIELDS))
+
+    def put(self, mask: torch.Tensor, other: Sources) -> Sources:
+        """These sources with those where ``mask`` is true replaced by ``other`` (one per true
+        entry, in order), the merger times kept: where the window falls stays a fresh draw."""
+        out = {f: getattr(self, f).clone() for f in SOURCE_FIELDS}
+        for f in SOURCE_FIELDS:
+            if f != "merger":
+                out[f][mask] = getattr(other, f).to(out[f].device, out[f].dtype)
+        return Sources(**out)
+
+
+SOURCE_FIELDS = ("row", "ra", "dec", "psi", "merger", "snr")
+
+
 class Injector:
     """Draws and injects signals from ``bank``.
 
@@ -89,6 +122,7 @@ class Injector:
         peak = pol.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(torch.float32).tiny)
         self.polarisations = (pol / peak[:, None, None]).to(self.device)
         self.offset = torch.from_numpy(bank.merger_offset.copy()).to(self.device)
+        self.bank_params = np.asarray(bank.params)  # (n_bank, len(PARAMS)): each row's source
         self.merger_index = bank.merger_index
         self.whiten = whiten
         self.snr_psd = torch.from_numpy(psd_on_grid(psd, n_time)).to(self.device)
@@ -120,32 +154,42 @@ class Injector:
         u = torch.rand(n, generator=gen, dtype=torch.float64, device=gen.device)
         return (lo + (hi - lo) * u).to(self.device)
 
-    def signals(self, n: int, gen: torch.Generator, step: int = 0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` whitened signals (n, 3, T) float32 at network SNRs drawn from the prior at
-        training step ``step``, and those SNRs (n,)."""
-        if n == 0:
-            return (torch.zeros(0, 3, self.n_time, device=self.device),
-                    torch.zeros(0, dtype=torch.float64, device=self.device))
+    def draw(self, n: int, gen: torch.Generator, step: int = 0) -> Sources:
+        """``n`` sources from the priors at training step ``step`` (:class:`Sources`)."""
         idx = self.rows(n, gen)
         ra = self._uniform(n, gen, 0.0, 2 * math.pi)
         dec = torch.asin(self._uniform(n, gen, -1.0, 1.0))
         psi = self._uniform(n, gen, 0.0, math.pi)
         merger = self._uniform(n, gen, *self.merger_window)
-        fplus, fcross = antenna_patterns(ra, dec, psi, self.gmst, self.detectors)
-        delay = geocentre_delays(ra, dec, self.gmst, self.detectors)
-        first = merger * SAMPLE_RATE - self.merger_index - self.offset[idx]
-        pol = self.polarisations[idx]
+        snr = self.snr.sample(n, gen, step, device=self.device)
+        return Sources(idx, ra, dec, psi, merger, snr)
+
+    def render(self, src: Sources) -> torch.Tensor:
+        """The whitened signals (n, 3, T) float32 of ``src``: projected onto the detectors,
+        their network SNR rescaled to ``src.snr`` against the training PSD, whitened."""
+        if src.row.numel() == 0:
+            return torch.zeros(0, 3, self.n_time, device=self.device)
+        fplus, fcross = antenna_patterns(src.ra, src.dec, src.psi, self.gmst, self.detectors)
+        delay = geocentre_delays(src.ra, src.dec, self.gmst, self.detectors)
+        first = src.merger * SAMPLE_RATE - self.merger_index - self.offset[src.row]
+        pol = self.polarisations[src.row]
         strain = project(pol[:, 0], pol[:, 1], first, self.n_time, fplus.float(),
                          fcross.float(), delay.float())
-        target = self.snr.sample(n, gen, step, device=self.device)
-        strain, _ = rescale(strain, self.snr_psd, target)
-        return self.whiten(strain).float(), target
+        strain, _ = rescale(strain, self.snr_psd, src.snr)
+        return self.whiten(strain).float()
+
+    def signals(self, n: int, gen: torch.Generator, step: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` whitened signals (n, 3, T) float32 at network SNRs drawn from the prior at
+        training step ``step``, and those SNRs (n,)."""
+        src = self.draw(n, gen, step)
+        return self.render(src), src.snr
 
     def inject(self, noise: torch.Tensor, gen: torch.Generator, *, positive_fraction: float,
                incoherent_fraction: float = 0.0, step: int = 0,
                incoherent_kinds: tuple[str, ...] = INCOHERENT_KINDS,
-               swap_detector: str = "uniform", swap_keep_snr: bool = False) -> Injected:
+               swap_detector: str = "uniform", swap_keep_snr: bool = False,
+               hard: Sources | None = None, hard_fraction: float = 0.0) -> Injected:
         """``noise`` (B, 3, T) whitened, with a coherent signal added to a ``positive_fraction``
         of the samples (target 1) and an incoherent one to ``incoherent_fraction`` (target 0),
         of the ``incoherent_kinds`` in equal shares: ``single``, a signal in one detector only;
@@ -167,7 +211,12 @@ class Injector:
         coherence alone. Without it the replacement brings its own SNR: a loud row beside weak
         ones then means "incoherent" in training, and a real signal whose SNR sits in one
         detector (antenna patterns allow it) scores like noise (docs/search.md, "Swaps that
-        keep the SNR")."""
+        keep the SNR").
+
+        ``hard``: hard positives (:func:`train.mine.mine_positives`: loud sources a model
+        scored lowest); a coherent signal is one of them, drawn uniformly, with the odds
+        ``hard_fraction``: its bank row, sky position, polarisation angle and SNR, its merger
+        time still drawn. Left out (None), the batch's draws are those of a run without."""
         unknown = set(incoherent_kinds) - set(INCOHERENT_KINDS)
         if unknown or not incoherent_kinds:
             raise ValueError(f"incoherent kinds must be some of {list(INCOHERENT_KINDS)}, got "
@@ -189,9 +238,16 @@ class Injector:
         kind[incoherent & split] = 2
         kind[incoherent & ~split] = 3
         has = kind > 0
-        sig, snr = self.signals(int(has.sum()), gen, step)
-        det = torch.randint(0, 3, (b,), generator=gen, device=gen.device).to(self.device)[has]
         k = kind[has]
+        src = self.draw(int(has.sum()), gen, step)
+        if hard is not None and hard_fraction > 0 and len(src):
+            u = self._uniform(len(src), gen)
+            pick = torch.randint(0, len(hard), (len(src),), generator=gen,
+                                 device=gen.device).to(self.device)
+            mask = (k == 1) & (u < hard_fraction)
+            src = src.put(mask, hard.take(pick[mask].to(hard.row.device)))
+        sig, snr = self.render(src), src.snr
+        det = torch.randint(0, 3, (b,), generator=gen, device=gen.device).to(self.device)[has]
         one = torch.nn.functional.one_hot(det, 3).to(sig.dtype)[..., None]  # (m, 3, 1)
         swap = k == 3
         if bool(swap.any()):

@@ -416,3 +416,108 @@ def test_hard_negative_errors(real_store, tmp_path):
                              timeout=120)
         assert out.returncode == 2, (extra, out.stderr[-2000:])
         assert message in out.stderr, (extra, out.stderr[-2000:])
+
+
+def test_mining_hard_positives_then_training_on_them(real_store, pretrained, tmp_path):
+    """python -m train.mine on a run trained with injections keeps the --keep signals its model
+    scored lowest of --n (with --keep n the same draws, sorted: the first k are the kept), at
+    SNRs from --snr, each row's masses the bank's own; a run given them as
+    inject.hard_positives makes that share of its signals from them (their SNRs), never its
+    frozen validation set; the card records the file."""
+    from data.config import load_config
+    from data.inject.bank import PARAMS, open_bank
+    from data.inject.injector import batch_generator
+    from train.config import TrainConfig
+    from train.inject import build
+    from train.mine import mine_positives
+
+    store, bank, _ = real_store
+    fold, _ = pretrained
+    kw = dict(n=48, snr="uniform:12,50", batch_size=16, progress=False)
+    every = mine_positives(fold.parent, keep=48, **kw)
+    assert (np.diff(every["logit"]) >= 0).all()
+    assert len(np.unique(every["logit"])) > 40  # the model's scores, not a constant
+    assert ((every["snr"] >= 12) & (every["snr"] <= 50)).all()
+    params = open_bank(bank).params
+    for k, p in enumerate(PARAMS):
+        np.testing.assert_array_equal(every[p], params[every["row"], k])
+    path = tmp_path / "hard_positives.csv"
+    subprocess.run([sys.executable, "-m", "train.mine", "--run", str(fold.parent), "--out",
+                    str(path), "--n", "48", "--keep", "10", "--batch-size", "16", "--quiet"],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    rows = np.genfromtxt(path, delimiter=",", names=True)
+    assert len(rows) == 10
+    for col in ("row", "ra", "dec", "psi", "snr", "logit", "mass1"):
+        np.testing.assert_allclose(rows[col], every[col][:10], rtol=1e-6)
+
+    common = [f"store={store}", "source=inject", f"inject.bank={bank}",
+              f"inject.hard_positives={path}", "inject.hard_positive_fraction=0.5"]
+    cfg = load_config(TrainConfig, TINY1D, common)
+    inj = build(cfg, zstore.require_complete(store), "waves", np.arange(8),
+                torch.device("cpu"), 0)
+    mined = set(np.round(rows["snr"], 4))
+    hits = signals = 0
+    for b in range(20):
+        gen = batch_generator(0, 1, 0, b)
+        out = inj._inject(inj.noise.batch(64, gen), gen, 0)
+        snr = np.round(out.snr[out.kind == 1].numpy(), 4)
+        hits += sum(s in mined for s in snr)
+        signals += len(snr)
+        assert not any(s in mined for s in np.round(out.snr[out.kind != 1].numpy(), 4))
+    assert abs(hits / signals - 0.5) < 4 * np.sqrt(0.25 / signals), (hits, signals)
+    gen = batch_generator(1, 2, 0)
+    out = inj._inject(inj.noise.batch(64, gen), gen, 0, training=False)
+    assert not any(s in mined for s in np.round(out.snr.numpy(), 4))
+    # Through the command: the card records the file.
+    _run("--config", TINY1D, f"out={tmp_path}", "n_folds=4", "batch_size=8", "epochs=1",
+         "inject.samples_per_epoch=16", "name=hp", *common)
+    hard = _card_training(tmp_path / "hp" / "fold0")["inject"]["hard_positives"]
+    assert hard == {"file": str(path), "n": 10, "fraction": 0.5}
+
+
+def test_hard_positive_errors(real_store, pretrained, tmp_path):
+    """A fraction without a file, a fraction above 1, a file of another bank (a row past its
+    end; masses that differ from its rows'), a file that is not one: exit 2, the key named;
+    mining a run trained without injections, or keeping more than it draws: exit 2, said."""
+    store, bank, _ = real_store
+    fold, _ = pretrained
+    good = tmp_path / "good.csv"
+    subprocess.run([sys.executable, "-m", "train.mine", "--run", str(fold.parent), "--out",
+                    str(good), "--n", "8", "--keep", "4", "--batch-size", "8", "--quiet"],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    text = good.read_text().splitlines()
+    header = text[0].split(",")
+    past, moved = tmp_path / "past.csv", tmp_path / "moved.csv"
+    row = text[1].split(",")
+    past.write_text("\n".join([text[0], ",".join(["40", *row[1:]])]) + "\n")
+    row[header.index("mass1")] = str(float(row[header.index("mass1")]) + 3.0)
+    moved.write_text("\n".join([text[0], ",".join(row)]) + "\n")
+    base = [sys.executable, "-m", "train", "--config", TINY1D, f"store={store}",
+            f"out={tmp_path}", "n_folds=4", "batch_size=8", "source=inject",
+            f"inject.bank={bank}", "inject.samples_per_epoch=16", "epochs=1"]
+    cases = [
+        (["inject.hard_positive_fraction=0.1"], "inject.hard_positives: give both"),
+        ([f"inject.hard_positives={good}", "inject.hard_positive_fraction=1.5"],
+         "inject.hard_positive_fraction: must lie in [0, 1]"),
+        ([f"inject.hard_positives={past}", "inject.hard_positive_fraction=0.1"],
+         "do not all lie in inject.bank's 32"),
+        ([f"inject.hard_positives={moved}", "inject.hard_positive_fraction=0.1"],
+         "masses differ"),
+        ([f"inject.hard_positives={tmp_path / 'none.csv'}", "inject.hard_positive_fraction=0.1"],
+         "not a python -m train.mine file"),
+    ]
+    for extra, message in cases:
+        out = subprocess.run([*base, *extra], cwd=REPO, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 2, (extra, out.stderr[-2000:])
+        assert message in out.stderr, (extra, out.stderr[-2000:])
+    store_run = tmp_path / "store_run"
+    subprocess.run([sys.executable, "-m", "train", "--config", TINY1D, f"store={store}",
+                    f"out={store_run}", "n_folds=4", "batch_size=8", "epochs=1", "name=s"],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    for args, message in ((["--run", str(store_run / "s")], "without injections"),
+                          (["--run", str(fold.parent), "--n", "4", "--keep", "5"], "keep")):
+        out = subprocess.run([sys.executable, "-m", "train.mine", *args, "--out",
+                              str(tmp_path / "x.csv"), "--quiet"], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr[-2000:])

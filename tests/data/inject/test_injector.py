@@ -11,7 +11,7 @@ import torch
 
 from data.inject import projection
 from data.inject.bank import BankSpec, draw_sources, make_bank, open_bank
-from data.inject.injector import Injector, batch_generator, mass_weights, psd_on_grid
+from data.inject.injector import Injector, Sources, batch_generator, mass_weights, psd_on_grid
 from data.inject.snr import SNRPrior
 from data.sim import physics
 from preprocess.config import load_preset
@@ -147,17 +147,17 @@ def test_swap_detector_replaces_a_detector_in_proportion_to_its_snr2(bank, white
     """A swap replaces one detector's signal with another source's. ``uniform`` picks it with
     equal odds; ``snr`` in proportion to its share of the coherent signal's SNR^2, so the share
     of the replaced detector averages sum_d share_d^2 (a loud detector, rarely a weak one).
-    The coherent signals are caught as the injector makes them (its first ``signals`` call)."""
+    The coherent signals are caught as the injector makes them (its first ``render`` call)."""
     inj = Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:10"))
     made = []
-    signals = inj.signals
+    render = inj.render
 
     def catch(*args, **kwargs):
-        out = signals(*args, **kwargs)
-        made.append(out[0].clone())
+        out = render(*args, **kwargs)
+        made.append(out.clone())
         return out
 
-    inj.signals = catch
+    inj.render = catch
     noise = torch.zeros(600, 3, 4096)
     out = inj.inject(noise, batch_generator(0, 9), positive_fraction=0.0, incoherent_fraction=1.0,
                      incoherent_kinds=("swap",), swap_detector=mode)
@@ -180,19 +180,19 @@ def test_swap_keep_snr_gives_the_replacement_the_replaced_rows_snr(bank, whiten)
     """With ``swap_keep_snr`` a swap's replaced row holds the other source's waveform at the
     coherent signal's SNR in that detector (whitened power ~ SNR^2), so the sample's
     per-detector SNRs are the coherent signal's; without it, the other source's own. The
-    signals are caught as the injector makes them (coherent first, then the other sources)."""
+    signals are caught as the injector renders them (coherent first, then the other sources)."""
     out, made = {}, {}
     for keep in (False, True):
         inj = Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("uniform:5,40"))
         calls = []
-        signals = inj.signals
+        render = inj.render
 
-        def catch(*args, calls=calls, signals=signals, **kwargs):
-            got = signals(*args, **kwargs)
-            calls.append(got[0].clone())
+        def catch(*args, calls=calls, render=render, **kwargs):
+            got = render(*args, **kwargs)
+            calls.append(got.clone())
             return got
 
-        inj.signals = catch
+        inj.render = catch
         out[keep] = inj.inject(torch.zeros(300, 3, 4096), batch_generator(0, 11),
                                positive_fraction=0.0, incoherent_fraction=1.0,
                                incoherent_kinds=("swap",), swap_detector="snr",
@@ -242,3 +242,51 @@ def test_mass_power_draws_rows_in_proportion_to_total_mass_to_the_power(bank, wh
     with pytest.raises(ValueError, match="weights"):
         Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:10"),
                  weights=np.full(31, 1.0))
+
+
+def test_hard_positives_take_their_source_sky_and_snr(bank, whiten):
+    """inject(hard=...): a coherent signal is a hard source with the odds hard_fraction, at
+    its SNR, bank row, sky position and polarisation (its merger time drawn), judged by how
+    the whitened power (~ SNR^2) is shared between the detectors, against the source rendered
+    apart; incoherent negatives never are; hard=None draws exactly what it drew before."""
+    # Mergers away from the whitening's window taper, which would move each detector's power
+    # by where its (delayed) merger falls.
+    inj = Injector(bank, whiten, physics.noise_psd(), SNRPrior.parse("fixed:10"),
+                   merger_window=(1.3, 1.5))
+    f64 = dict(dtype=torch.float64)
+    hard = Sources(torch.tensor([5, 17]), torch.tensor([0.3, 4.0], **f64),
+                   torch.tensor([0.9, -0.4], **f64), torch.tensor([0.1, 2.5], **f64),
+                   torch.zeros(2, **f64), torch.tensor([37.0, 61.0], **f64))
+    # Each hard source's power per detector, rendered apart at one merger time.
+    alone = inj.render(Sources(*(getattr(hard, f) for f in ("row", "ra", "dec", "psi")),
+                               torch.full((2,), 1.4, **f64), hard.snr))
+    share = alone.double().square().sum(-1)  # (2, 3)
+    kw = dict(positive_fraction=0.5, incoherent_fraction=0.3)
+    out = inj.inject(torch.zeros(2000, 3, 4096), batch_generator(0, 7), hard=hard,
+                     hard_fraction=0.4, **kw)
+    power = out.x.double().square().sum(-1)  # (2000, 3)
+    pos = out.kind == 1
+    is_hard = pos & (out.snr != 10)
+    assert set(out.snr[is_hard].tolist()) == {37.0, 61.0}
+    assert (out.snr[out.kind >= 2] == 10).all()  # negatives keep the prior
+    frac = is_hard.sum().item() / pos.sum().item()
+    n = pos.sum().item()
+    assert abs(frac - 0.4) < 4 * np.sqrt(0.4 * 0.6 / n)
+    for k, snr in enumerate((37.0, 61.0)):
+        rows = out.snr == snr
+        assert rows.sum() > 50
+        # How the power is shared between the detectors is the sky position's, polarisation
+        # angle's and source's.
+        got = (power[rows] / power[rows].sum(-1, keepdim=True)).numpy()
+        np.testing.assert_allclose(got, (share[k] / share[k].sum()).expand(len(got), 3).numpy(),
+                                   atol=0.005)
+    # The two sources share their power unlike each other: the test tells them apart.
+    assert (share[0] / share[0].sum() - share[1] / share[1].sum()).abs().max() > 0.1
+    # The other signals' powers are not the hard ones' (10 against 37 and 61).
+    assert (power[pos & ~is_hard].sum(-1) < 0.2 * share.sum(-1).min()).all()
+    # Off (None or fraction 0): the very draws of a run without hard positives.
+    ref = inj.inject(torch.zeros(64, 3, 4096), batch_generator(0, 8), **kw)
+    for h, f in ((None, 0.4), (hard, 0.0)):
+        got = inj.inject(torch.zeros(64, 3, 4096), batch_generator(0, 8), hard=h,
+                         hard_fraction=f, **kw)
+        assert torch.equal(got.x, ref.x) and torch.equal(got.kind, ref.kind)
