@@ -12,9 +12,10 @@
 # recipe (docs/search.md, "A model for the search"): 128,000 injections into an hour of noise
 # of another seed (search1d), 32,000 more with a curriculum (the SNR's lower bound falling
 # from 10 to 4 over 600 steps), the curriculum run's search of its training noise (400
-# slides) for its 4,096 loudest background windows, and the hard round: the curriculum run
-# again from search1d, those windows 15 % of each batch, SNRs from power-law:-2,4,100, three
-# epochs. The search averages the chains' hard-round logits (--runs). Separate chains, not
+# slides) for its 4,096 loudest background windows, its 2,048 lowest-scored of 32,768 loud
+# signals (python -m train.mine: hard positives, SNR 12-50), and the hard round: the
+# curriculum run again from search1d, those windows 15 % of each batch, those signals 20 % of
+# its signals, SNRs from power-law:-2,4,100, three epochs. The search averages the chains' hard-round logits (--runs). Separate chains, not
 # seeds of one chain's last run: five seeds of one chain searched like three (0.873 and 0.874
 # of the matched filter at 1/month), separate chains better (docs/search.md, "Five seeds, a
 # second chain"). RUN...: trained search models instead, searched together.
@@ -81,10 +82,14 @@ if [ ${#RUNS[@]} = 0 ]; then
       step "chain${seed}_mine" $PY -m infer.search --runs "$C/search1d_cur" \
       --strain $(strain "$WORK/noise") --out "$C/mine1" --slides 400 --quiet \
       hard_negatives=4096 save_windows=false
+    [ -f "$C/hard_positives.csv" ] || \
+      step "chain${seed}_mine_positives" $PY -m train.mine --run "$C/search1d_cur" \
+      --out "$C/hard_positives.csv" --quiet
     step "chain${seed}_hard" "${TRAIN[@]}" out="$C" name=search1d_hard1 seed="$seed" \
       init_from="$C/search1d/fold0" epochs=3 lr=2.0e-3 inject.curriculum_start=10 \
       inject.curriculum_steps=600 inject.hard_negatives="$C/mine1/hard_negatives.csv" \
-      inject.hard_negative_fraction=0.15 inject.snr=power-law:-2,4,100
+      inject.hard_negative_fraction=0.15 inject.snr=power-law:-2,4,100 \
+      inject.hard_positives="$C/hard_positives.csv" inject.hard_positive_fraction=0.2
     RUNS+=("$C/search1d_hard1")
   done
 fi
