@@ -59,7 +59,6 @@ def mine_positives(run: str | Path, n: int = 32768, keep: int = 2048,
     lowest as columns: ``row, ra, dec, psi, snr, logit`` (each (keep,) numpy) and the bank's
     parameters of those rows (``mass1``, ...). The injections are the run's own (its
     ``inject`` settings, noise and whitening), every sample a coherent signal."""
-    from data.rundir import input_stats
     from infer.predict.checkpoints import load_fold
     from train import inject
     from train.engine import BatchTransform
@@ -90,9 +89,11 @@ def mine_positives(run: str | Path, n: int = 32768, keep: int = 2048,
     injection = inject.build(cfg, g, kind, train_rows, device, rank=0)
     injector = injection.injector
     injector.snr = prior
-    stats = input_stats(g, kind)
-    to_input = BatchTransform(mean=tuple(stats["mean"]), std=tuple(stats["std"]),
-                              image_size=tuple(cfg.image_size) if cfg.image_size else None,
+    # The model's input as its card records it (its training's statistics and image size).
+    card = fold.card
+    to_input = BatchTransform(mean=tuple(card.channel_stats["mean"]),
+                              std=tuple(card.channel_stats["std"]),
+                              image_size=tuple(card.image_size) if card.image_size else None,
                               n_frames=int(g["images"].shape[-1]), kind=kind)
     parts: list[tuple[Sources, torch.Tensor]] = []
     bar = progress_bar(total=n, desc="mining", unit="signal", disable=not progress)
