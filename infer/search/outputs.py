@@ -89,7 +89,12 @@ def format_summary(s: dict) -> str:
                      + f"; {inj['with_trigger']} with a trigger within the match window")
         if inj.get("timing"):
             tm = inj["timing"]
-            lines.append(f"trigger time error at SNR >= {tm['min_snr']:g} ({tm['n']}): median "
-                         f"{tm['median_abs_s']:.3f} s, 95 % {tm['p95_abs_s']:.3f} s")
+            lines.append(f"trigger time error at SNR >= {tm['min_snr']:g} ({tm['n']} with a "
+                         f"trigger): median {tm['median_abs_s']:.3f} s, 95 % "
+                         f"{tm['p95_abs_s']:.3f} s"
+                         + "".join(f"; found at FAR <= {k} ({v['n']}): median "
+                                   f"{v['median_abs_s']:.3f} s, 95 % {v['p95_abs_s']:.3f} s, "
+                                   f"at most {v['max_abs_s']:.3f} s"
+                                   for k, v in tm.get("found", {}).items()))
     lines.append(f"outputs: {Path(s['files']['triggers.csv']).parent}")
     return "\n".join(lines)

@@ -319,6 +319,20 @@ def test_injections_found_and_outputs(main_run, trained, strain):
         assert row["found_10_per_minute"] == str(int(far <= 5259600.0)), row
     timing = summary["injections"]["timing"]
     assert timing["n"] == len(found) and timing["p95_abs_s"] <= 0.3
+    assert timing["found"] == {}  # no threshold resolved, no clock of found ones
+    # The clock of the found ones, per resolved threshold, against found.csv's own columns.
+    rows = [r for r in read_csv(out.parent / "again" / "found.csv") if float(r["snr"]) >= 8]
+    assert again["injections"]["timing"]["found"], "nothing found at 10/minute"
+    for spec, col in (("1/minute", "found_1_per_minute"), ("10/minute", "found_10_per_minute")):
+        err = np.array([abs(float(r["trigger_gps_time"]) - float(r["gps_time"]))
+                        for r in rows if r[col] == "1"])
+        if not err.size:
+            assert spec not in again["injections"]["timing"]["found"]
+            continue
+        got = again["injections"]["timing"]["found"][spec]
+        assert got["n"] == err.size
+        np.testing.assert_allclose([got["median_abs_s"], got["p95_abs_s"], got["max_abs_s"]],
+                                   [np.median(err), np.percentile(err, 95), err.max()], atol=2e-6)
     assert summary["injections"]["with_trigger"] == len(found)
     assert summary["windows"]["analysed"] == summary["windows"]["grid"]  # no gap
     assert summary["livetime"]["zero_lag_s"] == summary["windows"]["analysed"] * 0.25
