@@ -297,7 +297,7 @@ def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, o
     return summary
 
 
-def trigger_timing(table: dict, found: dict, zero, resolved: dict[str, bool] | None = None,
+def trigger_timing(table: dict, found: dict, zero, resolved: dict[str, bool],
                    min_snr: float = 8.0) -> dict | None:
     """The clock's error on injections at network SNR >= ``min_snr`` that have a trigger
     within the match window: trigger time - merger time (s), its median of absolute values,
@@ -317,8 +317,8 @@ def trigger_timing(table: dict, found: dict, zero, resolved: dict[str, bool] | N
                 "p95_abs_s": float(np.percentile(abs(err), 95)),
                 "max_abs_s": float(abs(err).max()), "median_s": float(np.median(err))}
 
-    by_far = {spec: stats(has & found[spec]) for spec, ok in (resolved or {}).items()
-              if ok and (has & found[spec]).any()}
+    hits = {spec: has & found[spec] for spec, ok in resolved.items() if ok}
+    by_far = {spec: stats(sel) for spec, sel in hits.items() if sel.any()}
     return {"min_snr": min_snr, **stats(has), "found": by_far}
 
 
