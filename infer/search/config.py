@@ -18,9 +18,12 @@ SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "search.yaml"
 HARD_NEGATIVES_FILE = "hard_negatives.csv"
 # Settings that do not change a window's score: a cached windows.npz is reused across them.
-POST_KEYS = ("trigger_time", "trigger_offset", "cluster", "match_window", "injection_veto",
-             "far_thresholds", "snr_bins", "threads", "transform_thread", "matched_filter",
-             "background", "save_windows", "hard_negatives")
+POST_KEYS = ("integrate", "trigger_time", "trigger_offset", "cluster", "match_window",
+             "injection_veto", "far_thresholds", "snr_bins", "threads", "transform_thread",
+             "matched_filter", "background", "save_windows", "hard_negatives")
+# Of POST_KEYS, those the ranking statistic depends on: two searches' triggers compare (one's
+# background gives the other's FARs) only where these are the same.
+RANKING_POST_KEYS = ("integrate",)
 # Settings a window's score does not depend on beyond POST_KEYS: the slides, what is read and
 # how (a background from another stretch needs the same ranking, not the same slides).
 SLIDE_KEYS = ("slides", "slide_step", "slide_detectors", "ring", "channels", "checkpoints",
@@ -110,6 +113,12 @@ class SearchConfig:
     # as it is, with a warning. Both change scores by float32 rounding.
     freeze: bool = True
     psd: SearchPSDConfig = field(default_factory=SearchPSDConfig)
+    # s: rank each window on the mean logit of the windows whose starts lie within
+    # +-integrate/2 of its own (a centred boxcar, as aframe integrates its network's output
+    # over 1 s), before clustering; 0: the window's own logit. A multiple of 2 x stride.
+    # Part of the ranking: a background must be integrated alike (docs/search.md,
+    # "Integrating the logit over a second").
+    integrate: float = 0.0
     cluster: float = 2.0  # s: a trigger is the loudest window within +-cluster of itself
     # A trigger's time: "centre": the centre of its peak (the run of windows scoring at least
     # halfway from the surrounding low to the peak, ends interpolated) + trigger_offset;
@@ -163,6 +172,8 @@ class SearchConfig:
                            ("ring", self.ring), ("match_window", self.match_window)):
             if not value > 0:
                 raise ConfigError(f"{key}: must be > 0, got {value}")
+        if self.integrate < 0:
+            raise ConfigError(f"integrate: must be 0 (off) or more, got {self.integrate}")
         if self.injection_veto < 0:
             raise ConfigError(f"injection_veto: must be 0 or more, got {self.injection_veto}")
         if self.stride > 2.0:

@@ -289,6 +289,9 @@ def check_config(cfg: SearchConfig) -> None:
         raise ConfigError("hard_negatives: the loudest background windows are for training a "
                           "model on (inject.hard_negatives); the matched-filter search's bins "
                           "are not 2-s windows: leave it 0")
+    if cfg.integrate:
+        raise ConfigError("integrate: averages a neural search's window logits over time; the "
+                          "matched filter's statistic is a network SNR per bin: leave it 0")
     bin_samples = whole_samples(mf.bin, SAMPLE_RATE, "matched_filter.bin")
     if bin_samples % STEP:
         raise ConfigError(f"matched_filter.bin: {mf.bin:g} s is not a multiple of {STEP} "

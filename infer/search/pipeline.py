@@ -5,6 +5,7 @@ FARs, injections found, outputs written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from infer.search.config import (
     HARD_NEGATIVES_FILE,
     LIGHT_TRAVEL,
     POST_KEYS,
+    RANKING_POST_KEYS,
     SEARCH_VERSION,
     SLIDE_KEYS,
     SUMMARY_FILE,
@@ -45,6 +47,7 @@ from infer.search.scoring import WindowScores, score_windows
 from infer.search.triggers import (
     false_alarm_rates,
     find_triggers,
+    integrate,
     livetimes,
     loudest_background_windows,
 )
@@ -86,7 +89,11 @@ def ranking_key(cfg: SearchConfig, identity: dict) -> str:
     """What makes two searches' scores comparable (one's background usable for the other's
     triggers): SEARCH_VERSION, the score-changing settings but the slides', and ``identity``
     (the models' weights, or the bank)."""
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in POST_KEYS + SLIDE_KEYS}
+    settings = {k: v for k, v in to_dict(cfg).items()
+                if k not in POST_KEYS + SLIDE_KEYS
+                # off, the key is the one searches had before the setting existed, so that
+                # their backgrounds still serve
+                or (k in RANKING_POST_KEYS and v)}
     key = {"version": SEARCH_VERSION, "settings": settings, **identity}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -144,6 +151,8 @@ def run(runs: list[str | Path] | str | Path | None, strain: list[str], out: str 
         whole_multiple(cfg.psd.block, grid_stride / fs, "psd.block", "stride")
         whole_samples(cfg.psd.hop, fs, "psd.hop")
     whole_multiple(cfg.slide_step, grid_stride / fs, "slide_step", "stride")
+    if cfg.integrate:
+        whole_multiple(cfg.integrate, 2 * grid_stride / fs, "integrate", "2 x stride")
     if cfg.slides and cfg.slide_step <= LIGHT_TRAVEL:
         raise ConfigError(f"slide_step: {cfg.slide_step:g} s is not longer than the light travel "
                           f"time between the sites ({LIGHT_TRAVEL * 1e3:.0f} ms)")
@@ -199,6 +208,10 @@ def report(ws: WindowScores, cfg: SearchConfig, out: Path, table: dict | None, o
     n_vetoed = 0
     if table is not None:
         ws, n_vetoed = veto_injections(ws, table["gps_time"], cfg)
+    if cfg.integrate:  # after the veto: no vetoed window's score reaches a kept one
+        half = whole_multiple(cfg.integrate, 2 * ws.grid.stride_s, "integrate", "2 x stride")
+        ws = dataclasses.replace(ws, scores=integrate(ws.scores, half))
+        statistic = f"{statistic}, mean over {cfg.integrate:g} s"
     zero, background = find_triggers(ws, cfg, offset)
     live = livetimes(ws)
     own_live = float(live[1:].sum())

@@ -32,6 +32,33 @@ def cluster(scores: np.ndarray, radius: int) -> np.ndarray:
     return np.flatnonzero(np.isfinite(scores) & (s > before) & (s >= after))
 
 
+def integrate(scores: np.ndarray, half: int) -> np.ndarray:
+    """(slides + 1, n) window scores -> the same shape: each scored window's score replaced by
+    the mean of the scored windows within +-``half`` grid steps of it in its slide (a centred
+    boxcar of 2 ``half`` + 1 windows, shorter at the ends and where windows are unscored);
+    unscored (NaN) windows stay NaN. ``half`` 0 returns ``scores`` itself.
+
+    Why: a chirp keeps a CNN's score high for as long as its merger sits in the flat part of
+    the window (about a second: the plateau that ``half_max_centres`` reads the clock from),
+    while a noise fluctuation need not; aframe ranks on its network's output integrated over
+    1 s for this reason. A centred boxcar leaves a symmetric plateau's centre where it was.
+    """
+    if half <= 0:
+        return scores
+    finite = np.isfinite(scores)
+    n = scores.shape[-1]
+    # Running sums from a leading zero: the sum over [a, b) is c[b] - c[a].
+    c = np.concatenate([np.zeros(scores.shape[:-1] + (1,)),
+                        np.cumsum(np.where(finite, scores, 0.0), axis=-1)], axis=-1)
+    k = np.concatenate([np.zeros(scores.shape[:-1] + (1,), dtype=np.int64),
+                        np.cumsum(finite, axis=-1)], axis=-1)
+    i = np.arange(n)
+    lo, hi = np.maximum(i - half, 0), np.minimum(i + half + 1, n)
+    total, count = c[..., hi] - c[..., lo], k[..., hi] - k[..., lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(finite, total / np.maximum(count, 1), np.nan)
+
+
 @dataclass
 class Triggers:
     gps_time: np.ndarray  # (n,) float64

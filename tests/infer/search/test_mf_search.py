@@ -355,6 +355,7 @@ def test_bad_inputs_are_named(dirs, tmp_path, capsys, monkeypatch):
         (["matched_filter.segment=20"], ["matched_filter.segment", "psd.block=16"]),
         (["matched_filter.min_match=1.5"], ["matched_filter.min_match"]),
         (["hard_negatives=10"], ["hard_negatives", "not 2-s windows"]),
+        (["integrate=1.0"], ["integrate", "network SNR per bin"]),
     ):
         with pytest.raises(SystemExit) as e:
             main(base + extra)
