@@ -116,8 +116,9 @@ class SearchConfig:
     # s: rank each window on the mean logit of the windows whose starts lie within
     # +-integrate/2 of its own (a centred boxcar, as aframe integrates its network's output
     # over 1 s), before clustering; 0: the window's own logit. A multiple of 2 x stride.
-    # Part of the ranking: a background must be integrated alike (docs/search.md,
-    # "Integrating the logit over a second").
+    # Part of the ranking: a background must be integrated alike. Off: on two chains of the
+    # search model, 1 s moved the distance at 1/month by -0.006 and +0.000 and loosened the
+    # clock (docs/search.md, "The recipe on a new machine, and integrating the logit").
     integrate: float = 0.0
     cluster: float = 2.0  # s: a trigger is the loudest window within +-cluster of itself
     # A trigger's time: "centre": the centre of its peak (the run of windows scoring at least
