@@ -42,6 +42,8 @@ def integrate(scores: np.ndarray, half: int) -> np.ndarray:
     the window (about a second: the plateau that ``half_max_centres`` reads the clock from),
     while a noise fluctuation need not; aframe ranks on its network's output integrated over
     1 s for this reason. A centred boxcar leaves a symmetric plateau's centre where it was.
+    Measured on the search model over synthetic Gaussian noise, the loudest background
+    windows plateau as long as signals do, and it gained nothing (docs/search.md).
     """
     if half <= 0:
         return scores
